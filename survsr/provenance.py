@@ -1,0 +1,159 @@
+"""Hashes, atomic writes and provenance records shared by every stage.
+
+Every file a stage produces is written through ``atomic_write`` (temp file in the same directory, fsync,
+rename) so an interrupted job never leaves a half-written output that a resume would mistake for done work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import functools
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it is renamed over ``path``, on error removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    if isinstance(data, str):
+        data = data.encode()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_parquet_atomic(table_or_df: Any, path: str | os.PathLike) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = table_or_df if isinstance(table_or_df, pa.Table) else pa.Table.from_pandas(
+        table_or_df, preserve_index=False
+    )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def encode_png(image: np.ndarray, text: dict[str, Any] | None = None) -> bytes:
+    """PNG bytes of a uint8 HxW or HxWx3 (RGB) array; ``text`` goes into tEXt chunks (values JSON-encoded
+    unless already strings), so provenance travels with the file itself."""
+    from PIL import Image, PngImagePlugin
+
+    if image.dtype != np.uint8:
+        raise ValueError(f"encode_png expects uint8, got {image.dtype}")
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str))
+    buf = io.BytesIO()
+    # optimize=False and a fixed compress level keep the bytes identical across runs (reproducibility).
+    Image.fromarray(image).save(buf, format="PNG", pnginfo=info, compress_level=6)
+    return buf.getvalue()
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray, text: dict[str, Any] | None = None) -> str:
+    """Atomically write a PNG and return the SHA-256 of the bytes written."""
+    data = encode_png(image, text)
+    atomic_write(path, data)
+    return sha256_bytes(data)
+
+
+def read_png_text(path: str | os.PathLike) -> dict[str, str]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return dict(getattr(im, "text", {}) or {})
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """``git describe`` of the checkout when there is one, else the installed package version."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=root, capture_output=True, text=True, timeout=5,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return f"git:{out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        from importlib.metadata import version
+
+        return f"survsr=={version('survsr')}"
+    except Exception:  # noqa: BLE001 - not installed as a package
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "torchvision", "ray", "av", "opencv-python-headless", "numpy", "scikit-image", "pillow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def append_audit(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one JSON line to ``run_dir/audit.jsonl``; O_APPEND keeps concurrent writers' lines whole."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"time": now_iso(), **record}, sort_keys=True, default=str) + "\n"
+    fd = os.open(run_dir / "audit.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)

@@ -1,0 +1,31 @@
+"""Start or join Ray the same way from the CLI, tests and ``ray job submit`` entrypoints."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+# Job submission needs no token on a local cluster, and nothing may phone home from here.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
+             dashboard: bool = False):
+    """Join ``address`` (or $RAY_ADDRESS, as set by ``ray job submit``); otherwise start an embedded local
+    Ray bound to 127.0.0.1. A no-op when Ray is already up in this process."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        log.info("joining Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
+                 _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", log_to_driver=True)
+        log.info("started local Ray: %s", ray.cluster_resources())
+    return ray
