@@ -157,3 +157,43 @@ def append_audit(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
         os.write(fd, line.encode())
     finally:
         os.close(fd)
+
+
+# Key of the PNG tEXt chunk (and of the video sidecar JSON field) that carries an output's provenance.
+PROVENANCE_KEY = "survsr:provenance"
+
+
+def stage_record(stage: str, config_hash: str, *, seed: int | None = None, model_sha256: str | None = None,
+                 device: str | None = None, **extra: Any) -> dict[str, Any]:
+    """One entry of an output's ``stages`` list: who touched it, with what code, config and weights."""
+    rec = {
+        "stage": stage,
+        "config_hash": config_hash,
+        "seed": seed,
+        "model_sha256": model_sha256,
+        "device": device,
+        "code_version": code_version(),
+        "libraries": library_versions(),
+    }
+    rec.update(extra)
+    return rec
+
+
+def provenance(kind: str, *, source: dict[str, Any] | None, parents: list[dict[str, str]],
+               stages: list[dict[str, Any]], model_output: bool) -> dict[str, Any]:
+    """The provenance document embedded in every output (PNG text chunk / video sidecar).
+
+    ``source``: the original footage: {"path", "sha256", "frame_index", "time_s", "box": [x, y, w, h]}.
+    ``parents``: the files this output was computed from: [{"path", "sha256"}], paths as written in the
+    manifests (relative to the run directory where possible). ``stages``: ``stage_record`` entries, oldest
+    first. ``model_output`` says whether any pixel was produced by a model (never mistaken for a photo).
+    """
+    return {
+        "schema": "survsr-provenance-v1",
+        "kind": kind,
+        "model_output": model_output,
+        "source": source,
+        "parents": parents,
+        "stages": stages,
+        "created": now_iso(),
+    }
