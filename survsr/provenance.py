@@ -187,6 +187,7 @@ def provenance(kind: str, *, source: dict[str, Any] | None, parents: list[dict[s
     ``parents``: the files this output was computed from: [{"path", "sha256"}], paths as written in the
     manifests (relative to the run directory where possible). ``stages``: ``stage_record`` entries, oldest
     first. ``model_output`` says whether any pixel was produced by a model (never mistaken for a photo).
+    No timestamp: identical inputs, seed and config must give byte-identical files (times go to audit.jsonl).
     """
     return {
         "schema": "survsr-provenance-v1",
@@ -195,5 +196,4 @@ def provenance(kind: str, *, source: dict[str, Any] | None, parents: list[dict[s
         "source": source,
         "parents": parents,
         "stages": stages,
-        "created": now_iso(),
     }
