@@ -1,0 +1,193 @@
+"""Face detection behind a small interface; OpenCV Haar cascades are the default (no weights to download).
+
+Surveillance faces are small. The frontal cascade's smallest window is 24 px, so to find faces down to
+``min_face`` px the frame is upsampled by ``24 / min_face`` for detection (configurable) and boxes are mapped
+back to source pixels. Every box then gets a margin, is kept square and is fitted into the frame.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[int, int, int, int]  # x, y, w, h in source-frame pixels, after margin and fitting to the frame
+    score: float  # detector confidence; for Haar: number of merged neighbour windows (higher = surer)
+    detector: str  # e.g. "haar-frontal", "haar-profile"
+    raw_box: tuple[int, int, int, int] | None = None  # the detector's own tight box, before margin
+
+
+@dataclass
+class DetectorConfig:
+    kind: Literal["haar"] = "haar"
+    frontal_cascade: str = "haarcascade_frontalface_default.xml"  # file name in cv2.data.haarcascades, or path
+    profile: bool = False  # also run the profile cascade (and on the mirrored frame for the other side)
+    profile_cascade: str = "haarcascade_profileface.xml"
+    min_face: int = 12  # smallest face side (source px) the detector should find
+    max_face: int = 0  # largest face side (source px); 0 = no limit
+    upsample: float = 0.0  # detection-time scale factor; 0 = auto (cascade window / min_face, at least 1)
+    max_upsample: float = 4.0  # cap for the auto factor (cost grows with its square)
+    scale_factor: float = 1.1  # image pyramid step of detectMultiScale
+    min_neighbors: int = 4  # overlapping windows needed to accept a face (fewer = more recall, more junk)
+    equalize: bool = True  # histogram-equalise the grey frame first (helps dark, low-contrast footage)
+    margin: float = 0.25  # added on each side, as a fraction of the tight box side
+    nms_iou: float = 0.3  # overlapping detections (frontal vs profile) above this IoU are merged
+    min_score: float = 0.0  # drop detections whose score is below this
+
+    def validate(self) -> None:
+        if self.min_face < 4:
+            raise ValueError(f"min_face must be >= 4, got {self.min_face}")
+        if self.max_face and self.max_face < self.min_face:
+            raise ValueError(f"max_face ({self.max_face}) must be 0 or >= min_face ({self.min_face})")
+        if self.upsample < 0 or self.max_upsample < 1:
+            raise ValueError("upsample must be >= 0 (0 = auto) and max_upsample >= 1")
+        if self.scale_factor <= 1.0:
+            raise ValueError(f"scale_factor must be > 1, got {self.scale_factor}")
+        if self.min_neighbors < 0 or not 0.0 <= self.margin <= 2.0:
+            raise ValueError("min_neighbors must be >= 0 and margin in [0, 2]")
+
+
+class Detector(Protocol):
+    name: str
+
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]: ...
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = iw * ih
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def expand_box(box: tuple[int, int, int, int], margin: float, frame_w: int, frame_h: int) -> tuple[int, int, int, int]:
+    """Grow a box by ``margin`` x side on every side, make it square, and fit it into the frame.
+
+    A box crossing the border is shifted inward first (so the crop stays square and the 32x32 LR is not
+    stretched); only a box larger than the frame is clipped.
+    """
+    x, y, w, h = box
+    cx, cy = x + w / 2.0, y + h / 2.0
+    side = max(w, h) * (1.0 + 2.0 * margin)
+    side_w = min(int(round(side)), frame_w)
+    side_h = min(int(round(side)), frame_h)
+    x0 = int(round(cx - side_w / 2.0))
+    y0 = int(round(cy - side_h / 2.0))
+    x0 = min(max(x0, 0), frame_w - side_w)
+    y0 = min(max(y0, 0), frame_h - side_h)
+    return x0, y0, side_w, side_h
+
+
+@functools.lru_cache(maxsize=8)
+def _cascade(name: str):
+    import os
+
+    import cv2
+
+    path = name if os.path.isabs(name) or os.path.exists(name) else os.path.join(cv2.data.haarcascades, name)
+    clf = cv2.CascadeClassifier(path)
+    if clf.empty():
+        raise ValueError(f"cannot load Haar cascade {path!r}")
+    return clf
+
+
+def _window(clf) -> int:
+    # The cascade's own training window (24 for frontalface_default, 20 for alt/alt2/profile).
+    try:
+        w, h = clf.getOriginalWindowSize()
+        return int(max(w, h))
+    except Exception:  # noqa: BLE001 - older OpenCV
+        return 24
+
+
+class HaarDetector:
+    """Haar cascade detector (frontal, optionally profile both ways)."""
+
+    def __init__(self, cfg: DetectorConfig | None = None):
+        self.cfg = cfg or DetectorConfig()
+        self.frontal = _cascade(self.cfg.frontal_cascade)
+        self.profile = _cascade(self.cfg.profile_cascade) if self.cfg.profile else None
+        win = max(_window(self.frontal), _window(self.profile) if self.profile is not None else 0)
+        self.scale = self.cfg.upsample or min(max(1.0, win / self.cfg.min_face), self.cfg.max_upsample)
+        self.name = "haar"
+
+    def _run(self, clf, gray: np.ndarray, label: str, mirrored: bool) -> list[tuple]:
+        cfg, s = self.cfg, self.scale
+        win = _window(clf)
+        min_px = max(win, int(math.floor(cfg.min_face * s)))
+        max_px = int(math.ceil(cfg.max_face * s)) if cfg.max_face else 0
+        kw = {"minSize": (min_px, min_px)}
+        if max_px:
+            kw["maxSize"] = (max_px, max_px)
+        boxes, counts = clf.detectMultiScale2(gray, scaleFactor=cfg.scale_factor, minNeighbors=cfg.min_neighbors, **kw)
+        out = []
+        gw = gray.shape[1]
+        for (x, y, w, h), n in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(counts).reshape(-1)):
+            if mirrored:
+                x = gw - x - w
+            out.append(((x / s, y / s, w / s, h / s), float(n), label))
+        return out
+
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+        import cv2
+
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+            raise ValueError(f"detect expects uint8 HxWx3 RGB, got {image_rgb.dtype} {image_rgb.shape}")
+        fh, fw = image_rgb.shape[:2]
+        gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
+        if self.scale != 1.0:
+            gray = cv2.resize(gray, (int(round(fw * self.scale)), int(round(fh * self.scale))),
+                              interpolation=cv2.INTER_LINEAR)
+        if self.cfg.equalize:
+            gray = cv2.equalizeHist(gray)
+        found = self._run(self.frontal, gray, "haar-frontal", False)
+        if self.profile is not None:
+            found += self._run(self.profile, gray, "haar-profile", False)
+            found += self._run(self.profile, np.ascontiguousarray(gray[:, ::-1]), "haar-profile", True)
+        # Greedy NMS by score: frontal and profile often fire on the same face.
+        found.sort(key=lambda t: (-t[1], t[0][0], t[0][1]))
+        kept: list[Detection] = []
+        for (x, y, w, h), score, label in found:
+            if score < self.cfg.min_score:
+                continue
+            raw = (int(round(x)), int(round(y)), int(round(w)), int(round(h)))
+            raw = _clip(raw, fw, fh)
+            if raw[2] <= 0 or raw[3] <= 0:
+                continue
+            if any(iou(raw, k.raw_box) > self.cfg.nms_iou for k in kept):
+                continue
+            kept.append(Detection(box=expand_box(raw, self.cfg.margin, fw, fh), score=score, detector=label,
+                                  raw_box=raw))
+        # Stable order (left to right, top to bottom) so crop ids are reproducible.
+        kept.sort(key=lambda d: (d.raw_box[0], d.raw_box[1]))
+        return kept
+
+
+def _clip(box: tuple[int, int, int, int], fw: int, fh: int) -> tuple[int, int, int, int]:
+    x, y, w, h = box
+    x0, y0 = max(0, x), max(0, y)
+    x1, y1 = min(fw, x + w), min(fh, y + h)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+DETECTORS: dict[str, Callable[[DetectorConfig], Detector]] = {"haar": HaarDetector}
+
+
+def make_detector(cfg: DetectorConfig | None = None) -> Detector:
+    """Build the detector named by ``cfg.kind`` (register new kinds in ``DETECTORS``)."""
+    cfg = cfg or DetectorConfig()
+    cfg.validate()
+    try:
+        factory = DETECTORS[cfg.kind]
+    except KeyError:
+        raise ValueError(f"unknown detector kind {cfg.kind!r} (known: {', '.join(sorted(DETECTORS))})") from None
+    return factory(cfg)
