@@ -1,0 +1,665 @@
+"""``survsr verify PATH...``: check outputs against their provenance, back to the source video and frame.
+
+PATH may be an output file (PNG, or any file with a ``<name>.provenance.json`` sidecar such as an enhanced
+video), a manifest (``*.parquet`` with ``sha256`` columns), or a directory (searched recursively for all
+three). Each output gets one status:
+
+* ``verified``       - every recorded hash matches, the chain reaches the source video, whose SHA-256
+  matches and which has the recorded frame (at the recorded time, with the box inside the frame);
+* ``modified``       - some bytes or records disagree; the report names the file and the field;
+* ``source-missing`` - the chain cannot be followed: the source video (or an intermediate parent) is gone;
+* ``unverifiable``   - not a survsr output: no provenance document, or no manifest/sidecar records the
+  file's own SHA-256 (its bytes could be swapped undetected).
+
+Exit codes: 0 all verified, 1 any modified, 3 any source-missing (none modified), 4 any unverifiable
+(none modified or source-missing), 2 usage error (no such path, nothing to verify). See docs/provenance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from survsr.provenance import PROVENANCE_KEY, atomic_write_json, sha256_file
+
+log = logging.getLogger(__name__)
+
+VERIFIED = "verified"
+MODIFIED = "modified"
+SOURCE_MISSING = "source-missing"
+UNVERIFIABLE = "unverifiable"
+# Worst first: the status of an output is the worst of its own checks and its parents'.
+_SEVERITY = {MODIFIED: 3, SOURCE_MISSING: 2, UNVERIFIABLE: 1, VERIFIED: 0}
+EXIT_CODES = {VERIFIED: 0, MODIFIED: 1, SOURCE_MISSING: 3, UNVERIFIABLE: 4}
+EXIT_USAGE = 2
+
+SIDECAR_SUFFIX = ".provenance.json"
+SIDECAR_SCHEMA = "survsr-sidecar-v1"
+DOC_SCHEMA = "survsr-provenance-v1"
+VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".ts", ".m4v", ".webm"}
+# The manifest column whose file the ``sha256`` column describes: first of these present. Any other
+# ``X_path`` column is checked against ``X_sha256`` when that column exists.
+PRIMARY_PATH_COLUMNS = ("hr_path", "sr_path", "enhanced_path", "output_path", "out_path", "path", "lr_path")
+ROW_ID_COLUMNS = ("crop_id", "id", "name", "frame_index")
+_MIN_SEARCH_DEPTH = 2       # never search /, /tmp, /work ... for moved parents
+_MAX_SEARCH_FILES = 200_000
+
+
+class VerifyUsageError(ValueError):
+    """A PATH that does not exist or holds nothing to verify."""
+
+
+@dataclass
+class Problem:
+    status: str          # modified | source-missing | unverifiable
+    file: str            # the file whose bytes or record disagree (or that is missing)
+    field: str           # the field that disagrees, e.g. "sha256 (faces.parquet column sha256)"
+    message: str = ""
+    expected: Any = None
+    actual: Any = None
+
+    def describe(self) -> str:
+        s = f"{self.file}: {self.field}"
+        if self.message:
+            s += f": {self.message}"
+        if self.expected is not None or self.actual is not None:
+            s += f" (expected {self.expected}, found {self.actual})"
+        return s
+
+
+@dataclass
+class Result:
+    path: str
+    status: str
+    problems: list[Problem] = field(default_factory=list)
+    kind: str | None = None
+    source: str | None = None
+    frame_index: int | None = None
+    sha256: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == VERIFIED
+
+    @property
+    def file(self) -> str | None:
+        return self.problems[0].file if self.problems else None
+
+    @property
+    def field(self) -> str | None:
+        return self.problems[0].field if self.problems else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "status": self.status, "kind": self.kind, "source": self.source,
+            "frame_index": self.frame_index, "sha256": self.sha256,
+            "problems": [p.__dict__ for p in self.problems],
+        }
+
+
+# ----------------------------------------------------------------------------------------------- sidecars
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``clip.mp4`` -> ``clip.mp4.provenance.json`` (beside it, so the pair moves together)."""
+    p = Path(path)
+    return p.with_name(p.name + SIDECAR_SUFFIX)
+
+
+def write_sidecar(path: str | os.PathLike, doc: dict[str, Any]) -> Path:
+    """Write the provenance sidecar of a finished output file (a video, a report): the document plus the
+    file's SHA-256. Call it after the output is in place (atomically renamed)."""
+    p = Path(path)
+    side = sidecar_path(p)
+    atomic_write_json(side, {"schema": SIDECAR_SCHEMA, "file": p.name, "sha256": sha256_file(p),
+                             PROVENANCE_KEY: doc})
+    return side
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    return json.loads(side.read_text())
+
+
+# ----------------------------------------------------------------------------------------------- internals
+
+@dataclass
+class _ManifestRef:
+    manifest: Path
+    row_id: str
+    path_column: str
+    sha_column: str
+    expected_sha: str | None
+    row: dict[str, Any]
+
+
+@dataclass
+class _Node:
+    path: Path
+    own: list[Problem] = field(default_factory=list)
+    parents: list["_Node"] = field(default_factory=list)
+    doc: dict[str, Any] | None = None
+    sha: str | None = None
+    recorded: bool = False  # some manifest or sidecar records this file's SHA-256
+
+
+def _resolve(p: Path) -> Path:
+    try:
+        return p.resolve()
+    except OSError:
+        return p.absolute()
+
+
+def _is_temp(p: Path) -> bool:
+    return p.name.startswith(".") or p.name.endswith(".tmp")
+
+
+class _VideoProbe:
+    """Decodes a source video once, as far as the highest frame index asked for."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.times: list[float] = []
+        self.size: tuple[int, int] | None = None  # (width, height)
+        self.frames: dict[int, Any] = {}
+        self.error: str | None = None
+
+    def run(self, max_index: int, keep: set[int]) -> None:
+        import av
+
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                for frame in container.decode(stream):
+                    i = len(self.times)
+                    t = frame.time if frame.time is not None else (
+                        float(frame.pts * stream.time_base) if frame.pts is not None else float("nan"))
+                    self.times.append(float(t))
+                    self.size = (frame.width, frame.height)
+                    if i in keep:
+                        self.frames[i] = frame.to_ndarray(format="rgb24")
+                    if i >= max_index:
+                        break
+        except Exception as exc:  # noqa: BLE001 - reported as a finding, not a crash
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
+class Verifier:
+    def __init__(self, *, source_roots: Iterable[str | os.PathLike] = (), pixels: bool = False):
+        self.source_roots = [Path(r) for r in source_roots]
+        self.pixels = pixels
+        self.nodes: dict[Path, _Node] = {}
+        self.manifest_refs: dict[Path, list[_ManifestRef]] = {}
+        self.loaded_manifests: set[Path] = set()
+        self.scanned_dirs: set[Path] = set()
+        self.sha_cache: dict[Path, str] = {}
+        self.name_index: dict[Path, dict[str, list[Path]]] = {}
+        self.frame_checks: dict[Path, list[tuple[_Node, dict[str, Any]]]] = {}
+        self.manifest_errors: list[Problem] = []
+
+    # ------------------------------------------------------------------ manifests
+    def load_manifest(self, path: Path) -> list[Path]:
+        """Index a parquet manifest's rows by the files they describe; returns those files."""
+        path = _resolve(path)
+        if path in self.loaded_manifests:
+            return [p for p, refs in self.manifest_refs.items() if any(r.manifest == path for r in refs)]
+        self.loaded_manifests.add(path)
+        try:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001
+            self.manifest_errors.append(Problem(MODIFIED, str(path), "manifest", f"unreadable: {exc}"))
+            return []
+        cols = table.column_names
+        if "sha256" not in cols and not any(c.endswith("_sha256") for c in cols):
+            return []  # not a manifest of files (e.g. a metrics table)
+        pairs: list[tuple[str, str]] = []
+        primary = next((c for c in PRIMARY_PATH_COLUMNS if c in cols), None)
+        if primary and "sha256" in cols:
+            pairs.append((primary, "sha256"))
+        for c in cols:
+            if c.endswith("_path") and c != "source_path" and c != primary and c[:-5] + "_sha256" in cols:
+                pairs.append((c, c[:-5] + "_sha256"))
+        id_col = next((c for c in ROW_ID_COLUMNS if c in cols), None)
+        files = []
+        for i, row in enumerate(table.to_pylist()):
+            row_id = f"{id_col}={row[id_col]}" if id_col else f"row {i}"
+            for pcol, scol in pairs:
+                rel = row.get(pcol)
+                if not rel:
+                    continue
+                f = Path(rel)
+                f = _resolve(f if f.is_absolute() else path.parent / f)
+                self.manifest_refs.setdefault(f, []).append(
+                    _ManifestRef(path, row_id, pcol, scol, row.get(scol), row))
+                files.append(f)
+        return files
+
+    def scan_ancestor_manifests(self, file: Path, levels: int = 4) -> None:
+        """A file given alone: find the manifests that list it in its directory and a few above."""
+        d = file.parent
+        for _ in range(levels):
+            if d not in self.scanned_dirs:
+                self.scanned_dirs.add(d)
+                for m in sorted(d.glob("*.parquet")):
+                    if not _is_temp(m):
+                        self.load_manifest(m)
+            if d.parent == d:
+                break
+            d = d.parent
+
+    # ------------------------------------------------------------------ helpers
+    def sha(self, path: Path) -> str:
+        if path not in self.sha_cache:
+            self.sha_cache[path] = sha256_file(path)
+        return self.sha_cache[path]
+
+    def _names_under(self, root: Path) -> dict[str, list[Path]]:
+        """File name -> paths under ``root``. Shallow roots (``/``, ``/tmp``) are never walked and the walk
+        is capped, so a stray relative record cannot make verify crawl a whole disk."""
+        if root not in self.name_index:
+            idx: dict[str, list[Path]] = {}
+            if root.is_dir() and len(root.parts) > _MIN_SEARCH_DEPTH:
+                seen = 0
+                for dirpath, _dirs, files in os.walk(root):
+                    for name in files:
+                        idx.setdefault(name, []).append(Path(dirpath) / name)
+                    seen += len(files)
+                    if seen > _MAX_SEARCH_FILES:
+                        log.warning("verify: stopped indexing %s after %d files", root, seen)
+                        break
+            self.name_index[root] = idx
+        return self.name_index[root]
+
+    def _find(self, recorded: str, sha: str | None, bases: list[Path], search_roots: list[Path]) -> Path | None:
+        """Where the file a record names lives now. Absolute paths and paths relative to the usual bases
+        first; then, since run directories move, a file of that name and hash under ``search_roots``.
+        A candidate with the recorded hash wins over one without."""
+        p = Path(recorded)
+        cands = [p] if p.is_absolute() else [b / p for b in bases]
+        existing = [_resolve(c) for c in cands if c.is_file()]
+        for c in existing:
+            if sha is None or self.sha(c) == sha:
+                return c
+        for root in search_roots:
+            for c in self._names_under(root).get(p.name, []):
+                c = _resolve(c)
+                if sha is not None and self.sha(c) == sha:
+                    return c
+        return existing[0] if existing else None
+
+    # ------------------------------------------------------------------ one file
+    def node(self, path: Path) -> _Node:
+        path = _resolve(path)
+        if path in self.nodes:
+            return self.nodes[path]
+        n = _Node(path)
+        self.nodes[path] = n  # before recursing: a cyclic record must not loop
+        self.scan_ancestor_manifests(path)
+        if not path.is_file():
+            n.own.append(Problem(MODIFIED, str(path), "file", "missing (listed in a manifest)"))
+            return n
+        n.sha = self.sha(path)
+        for ref in self.manifest_refs.get(path, []):
+            n.recorded = True
+            if ref.expected_sha != n.sha:
+                n.own.append(Problem(MODIFIED, str(path),
+                                     f"sha256 ({ref.manifest.name} column {ref.sha_column}, {ref.row_id})",
+                                     "file bytes differ from the manifest", ref.expected_sha, n.sha))
+        docs: list[tuple[str, dict[str, Any]]] = []
+        side = sidecar_path(path)
+        if side.is_file():
+            try:
+                sc = json.loads(side.read_text())
+                n.recorded = True
+                if sc.get("sha256") != n.sha:
+                    n.own.append(Problem(MODIFIED, str(path), f"sha256 (sidecar {side.name})",
+                                         "file bytes differ from the sidecar", sc.get("sha256"), n.sha))
+                if isinstance(sc.get(PROVENANCE_KEY), dict):
+                    docs.append(("sidecar", sc[PROVENANCE_KEY]))
+                else:
+                    n.own.append(Problem(MODIFIED, str(side), PROVENANCE_KEY, "sidecar has no provenance document"))
+            except (OSError, json.JSONDecodeError) as exc:
+                n.own.append(Problem(MODIFIED, str(side), "sidecar", f"unreadable: {exc}"))
+        if path.suffix.lower() == ".png":
+            self._png(n, docs)
+        if len(docs) > 1 and docs[0][1] != docs[1][1]:
+            n.own.append(Problem(MODIFIED, str(path), PROVENANCE_KEY, "PNG text chunk and sidecar disagree"))
+        if not docs:
+            if not any(p.status == MODIFIED for p in n.own):
+                n.own.append(Problem(UNVERIFIABLE, str(path), PROVENANCE_KEY,
+                                     "no provenance document (PNG text chunk or sidecar)"))
+            return n
+        n.doc = docs[0][1]
+        self._check_doc(n)
+        return n
+
+    def _png(self, n: _Node, docs: list) -> None:
+        from PIL import Image
+
+        try:
+            with Image.open(n.path) as im:
+                im.verify()  # every chunk's CRC: catches a flipped byte even without a manifest
+            with Image.open(n.path) as im:
+                text = dict(getattr(im, "text", {}) or {})
+        except Exception as exc:  # noqa: BLE001
+            n.own.append(Problem(MODIFIED, str(n.path), "png data", f"corrupt PNG: {exc}"))
+            return
+        raw = text.get(PROVENANCE_KEY)
+        if raw is None:
+            return
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            n.own.append(Problem(MODIFIED, str(n.path), PROVENANCE_KEY, f"unparseable: {exc}"))
+            return
+        docs.insert(0, ("png", doc))
+
+    def _check_doc(self, n: _Node) -> None:
+        doc, f = n.doc, str(n.path)
+        assert doc is not None
+        if doc.get("schema") != DOC_SCHEMA:
+            n.own.append(Problem(MODIFIED, f, "schema", "unknown provenance schema", DOC_SCHEMA, doc.get("schema")))
+        stages = doc.get("stages")
+        if not isinstance(stages, list) or not stages:
+            n.own.append(Problem(MODIFIED, f, "stages", "no stage records"))
+            stages = []
+        if not isinstance(doc.get("model_output"), bool):
+            n.own.append(Problem(MODIFIED, f, "model_output", "missing or not true/false"))
+        elif not doc["model_output"] and any(isinstance(s, dict) and s.get("model_sha256") for s in stages):
+            n.own.append(Problem(MODIFIED, f, "model_output", "a model stage touched it but it is not marked "
+                                 "as model output", True, False))
+        self._check_manifest_fields(n)
+        self._check_marking(n)
+        # Parents: each must exist (else the chain is broken) with the hash the record holds.
+        parents = doc.get("parents") or []
+        bases = [n.path.parent, *n.path.parents]
+        bases += [r.manifest.parent for r in self.manifest_refs.get(n.path, [])]
+        roots = list(n.path.parents)[:3] + self.source_roots
+        for i, par in enumerate(parents):
+            if not isinstance(par, dict) or "path" not in par:
+                n.own.append(Problem(MODIFIED, f, f"parents[{i}]", "malformed parent record"))
+                continue
+            found = self._find(str(par["path"]), par.get("sha256"), bases, roots)
+            if found is None:
+                n.own.append(Problem(SOURCE_MISSING, str(par["path"]), f"parents[{i}].path",
+                                     f"parent of {n.path.name} not found"))
+                continue
+            pn = self.node(found)
+            n.parents.append(pn)
+            if par.get("sha256") != pn.sha and pn.sha is not None:
+                n.own.append(Problem(MODIFIED, str(found), f"parents[{i}].sha256 (recorded in {n.path.name})",
+                                     "parent bytes differ from the child's record", par.get("sha256"), pn.sha))
+            psrc, src = (pn.doc or {}).get("source"), doc.get("source")
+            if isinstance(psrc, dict) and isinstance(src, dict):
+                for k in ("sha256", "frame_index", "box"):
+                    if k in psrc and k in src and psrc[k] != src[k]:
+                        n.own.append(Problem(MODIFIED, f, f"source.{k}", f"differs from parent {found.name}",
+                                             psrc[k], src[k]))
+        self._check_source(n)
+        self._check_models(n, stages)
+
+    def _check_manifest_fields(self, n: _Node) -> None:
+        """The manifest row and the embedded document must tell the same story."""
+        src = n.doc.get("source") if isinstance(n.doc.get("source"), dict) else {}
+        for ref in self.manifest_refs.get(n.path, []):
+            row = ref.row
+            where = f"{ref.manifest.name} {ref.row_id}"
+            checks = [("source_sha256", src.get("sha256"), "source.sha256"),
+                      ("frame_index", src.get("frame_index"), "source.frame_index")]
+            if isinstance(src.get("box"), (list, tuple)) and len(src["box"]) == 4:
+                checks += [(c, v, f"source.box[{j}]") for j, (c, v) in
+                           enumerate(zip(("box_x", "box_y", "box_w", "box_h"), src["box"]))]
+            for col, val, fld in checks:
+                if col in row and val is not None and row[col] is not None and row[col] != val:
+                    n.own.append(Problem(MODIFIED, str(ref.manifest), f"{col} ({where})",
+                                         f"manifest disagrees with {n.path.name}'s {fld}", val, row[col]))
+
+    def _check_marking(self, n: _Node) -> None:
+        rec = n.doc.get("marking")
+        if not isinstance(rec, dict) or not rec.get("visible_label"):
+            return
+        from survsr.marking import config_from_record, label_present
+
+        try:
+            cfg = config_from_record(rec)
+            img, tol = self._first_image(n.path)
+        except Exception as exc:  # noqa: BLE001
+            n.own.append(Problem(MODIFIED, str(n.path), "marking", f"cannot check the label: {exc}"))
+            return
+        if img is not None and not label_present(img, cfg, tolerance=tol):
+            n.own.append(Problem(MODIFIED, str(n.path), "marking.visible_label",
+                                 f"record says the {cfg.text!r} label is burned in, pixels do not show it"))
+
+    @staticmethod
+    def _first_image(path: Path):
+        if path.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                import numpy as np
+
+                return np.asarray(im.convert("RGB")), 0.0
+        if path.suffix.lower() in VIDEO_EXTS:
+            import av
+
+            with av.open(str(path)) as c:
+                for frame in c.decode(video=0):
+                    return frame.to_ndarray(format="rgb24"), 12.0  # lossy codec: mean abs error budget
+        return None, 0.0
+
+    def _check_source(self, n: _Node) -> None:
+        src = n.doc.get("source")
+        if src is None:
+            return
+        f = str(n.path)
+        if not isinstance(src, dict) or not src.get("path") or not src.get("sha256"):
+            n.own.append(Problem(MODIFIED, f, "source", "source record lacks path or sha256"))
+            return
+        found = self._find(str(src["path"]), src["sha256"], [n.path.parent], self.source_roots)
+        if found is None:
+            n.own.append(Problem(SOURCE_MISSING, str(src["path"]), "source.path", "source video not found"))
+            return
+        actual = self.sha(found)
+        if actual != src["sha256"]:
+            n.own.append(Problem(MODIFIED, str(found), f"source.sha256 (recorded in {n.path.name})",
+                                 "source file bytes differ from the record", src["sha256"], actual))
+            return
+        if src.get("frame_index") is not None:
+            self.frame_checks.setdefault(found, []).append((n, src))
+
+    def _check_models(self, n: _Node, stages: list) -> None:
+        for i, st in enumerate(stages):
+            if not isinstance(st, dict):
+                n.own.append(Problem(MODIFIED, str(n.path), f"stages[{i}]", "malformed stage record"))
+                continue
+            mp, ms = st.get("model_path"), st.get("model_sha256")
+            if mp and ms:
+                found = self._find(str(mp), ms, [n.path.parent, *n.path.parents], self.source_roots)
+                if found is not None and self.sha(found) != ms:
+                    n.own.append(Problem(MODIFIED, str(found), f"stages[{i}].model_sha256",
+                                         "model weights differ from the record", ms, self.sha(found)))
+
+    # ------------------------------------------------------------------ deferred: frames
+    def run_frame_checks(self) -> None:
+        """Decode each source once (up to the highest frame asked for) and check every recorded frame."""
+        for src_path, checks in self.frame_checks.items():
+            keep: set[int] = set()
+            if self.pixels:
+                keep = {int(s["frame_index"]) for _, s in checks}
+            probe = _VideoProbe(src_path)
+            probe.run(max(int(s["frame_index"]) for _, s in checks), keep)
+            for n, src in checks:
+                self._check_frame(n, src, probe)
+
+    def _check_frame(self, n: _Node, src: dict[str, Any], probe: _VideoProbe) -> None:
+        f, idx = str(n.path), int(src["frame_index"])
+        if idx < 0 or idx >= len(probe.times):
+            why = f"; decoding stopped: {probe.error}" if probe.error else ""
+            n.own.append(Problem(MODIFIED, f, "source.frame_index",
+                                 f"{probe.path.name} has only {len(probe.times)} frames{why}", idx,
+                                 len(probe.times)))
+            return
+        t = src.get("time_s")
+        if t is not None and len(probe.times) > 1:
+            dt = abs(probe.times[1] - probe.times[0]) or 1e-3
+            if abs(float(t) - probe.times[idx]) > 0.5 * dt + 1e-6:
+                n.own.append(Problem(MODIFIED, f, "source.time_s", f"frame {idx} is at {probe.times[idx]:.6f}s",
+                                     t, probe.times[idx]))
+        box = src.get("box")
+        if box is not None and probe.size is not None:
+            W, H = probe.size
+            try:
+                x, y, w, h = (int(v) for v in box)
+                inside = w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= W and y + h <= H
+            except (TypeError, ValueError):
+                inside = False
+            if not inside:
+                n.own.append(Problem(MODIFIED, f, "source.box", f"not inside the {W}x{H} frame", None, box))
+                return
+            if self.pixels and idx in probe.frames and not n.parents and n.path.suffix.lower() == ".png":
+                self._check_pixels(n, probe.frames[idx], (x, y, w, h))
+
+    def _check_pixels(self, n: _Node, frame, box) -> None:
+        """A crop at native resolution (no parents, same size as the box) must equal the frame's pixels."""
+        import numpy as np
+        from PIL import Image
+
+        x, y, w, h = box
+        with Image.open(n.path) as im:
+            img = np.asarray(im.convert("RGB"))
+        if img.shape[:2] != (h, w):
+            return  # a resized output: its pixels are checked through its parent chain, not here
+        if not np.array_equal(img, frame[y:y + h, x:x + w]):
+            diff = int(np.abs(img.astype(int) - frame[y:y + h, x:x + w].astype(int)).max())
+            n.own.append(Problem(MODIFIED, str(n.path), "pixels", "differ from the source frame's box",
+                                 0, f"max abs diff {diff}"))
+
+    # ------------------------------------------------------------------ results
+    def problems(self, n: _Node, seen: set[Path] | None = None) -> list[Problem]:
+        seen = set() if seen is None else seen
+        if n.path in seen:
+            return []
+        seen.add(n.path)
+        out = list(n.own)
+        for p in n.parents:
+            out += self.problems(p, seen)
+        return out
+
+    def result(self, n: _Node) -> Result:
+        probs = self.problems(n)
+        if not n.recorded and n.doc is not None and n.sha is not None:
+            probs.append(Problem(UNVERIFIABLE, str(n.path), "sha256",
+                                 "no manifest or sidecar records this file's SHA-256"))
+        status = max((p.status for p in probs), key=_SEVERITY.__getitem__, default=VERIFIED)
+        src = (n.doc or {}).get("source") if isinstance((n.doc or {}).get("source"), dict) else {}
+        return Result(str(n.path), status, probs, (n.doc or {}).get("kind"), src.get("path"),
+                      src.get("frame_index"), n.sha)
+
+
+def _expand(paths: Iterable[str | os.PathLike], v: Verifier) -> list[Path]:
+    targets: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise VerifyUsageError(f"{raw}: no such file or directory")
+        if p.is_dir():
+            found = 0
+            for m in sorted(p.rglob("*.parquet")):
+                if not _is_temp(m):
+                    targets += v.load_manifest(m)
+                    found += 1
+            for f in sorted(p.rglob("*")):
+                if not f.is_file() or _is_temp(f):
+                    continue
+                if f.suffix.lower() == ".png" or f.suffix.lower() in VIDEO_EXTS:
+                    targets.append(f)
+                elif f.name.endswith(SIDECAR_SUFFIX):
+                    targets.append(f.with_name(f.name[: -len(SIDECAR_SUFFIX)]))
+            if not targets and not found:
+                raise VerifyUsageError(f"{raw}: no outputs, manifests or sidecars to verify")
+        elif p.suffix == ".parquet":
+            targets += v.load_manifest(p)
+        elif p.name.endswith(SIDECAR_SUFFIX):
+            targets.append(p.with_name(p.name[: -len(SIDECAR_SUFFIX)]))
+        else:
+            targets.append(p)
+    seen: dict[Path, None] = {}
+    for t in targets:
+        seen.setdefault(_resolve(t), None)
+    return list(seen)
+
+
+def verify_paths(paths: Iterable[str | os.PathLike], *, source_roots: Iterable[str | os.PathLike] = (),
+                 pixels: bool = False) -> list[Result]:
+    """Verify every output found under ``paths``; one ``Result`` per output, sorted by path.
+
+    ``source_roots``: directories to search (by file name and SHA-256) for sources and parents that have
+    moved since the run. ``pixels``: also decode the source frame and compare native-resolution crops
+    pixel for pixel. Raises ``VerifyUsageError`` for a path that does not exist or holds nothing to verify.
+    """
+    v = Verifier(source_roots=source_roots, pixels=pixels)
+    targets = _expand(paths, v)
+    nodes = [v.node(t) for t in targets]
+    v.run_frame_checks()
+    results = [v.result(n) for n in nodes]
+    for prob in v.manifest_errors:
+        results.append(Result(prob.file, MODIFIED, [prob], kind="manifest"))
+    return sorted(results, key=lambda r: r.path)
+
+
+def exit_code(results: list[Result]) -> int:
+    worst = max((r.status for r in results), key=_SEVERITY.__getitem__, default=VERIFIED)
+    return EXIT_CODES[worst]
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="output file, manifest (*.parquet), sidecar, or run/output directory")
+    parser.add_argument("--source-root", action="append", default=[], metavar="DIR",
+                        help="where to look for sources/parents that moved (by name + SHA-256); repeatable")
+    parser.add_argument("--pixels", action="store_true",
+                        help="also compare native-resolution crops with the decoded source frame")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only outputs that are not verified")
+    parser.epilog = ("exit codes: 0 all verified, 1 any modified, 3 any source missing, 4 any unverifiable "
+                     "(no provenance / no recorded hash), 2 usage error")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        results = verify_paths(args.paths, source_roots=args.source_root, pixels=args.pixels)
+    except VerifyUsageError as exc:
+        print(f"survsr verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    code = exit_code(results)
+    if args.json:
+        json.dump({"exit_code": code, "results": [r.to_dict() for r in results]}, sys.stdout, indent=2,
+                  default=str)
+        print()
+        return code
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+        if r.ok and args.quiet:
+            continue
+        where = f" (source {Path(r.source).name} frame {r.frame_index})" if r.source else ""
+        print(f"{r.status:<15} {r.path}{where}")
+        for p in r.problems:
+            print(f"{'':<15}   {p.status}: {p.describe()}")
+    summary = ", ".join(f"{k} {counts[k]}" for k in (VERIFIED, MODIFIED, SOURCE_MISSING, UNVERIFIABLE)
+                        if k in counts)
+    print(f"{len(results)} outputs: {summary}; exit code {code}")
+    return code
