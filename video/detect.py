@@ -167,9 +167,26 @@ class HaarDetector:
                 continue
             kept.append(Detection(box=expand_box(raw, self.cfg.margin, fw, fh), score=score, detector=label,
                                   raw_box=raw))
+        # Haar also fires on parts of a face (an eye region, half a face): drop a box lying mostly inside a
+        # clearly bigger one, whatever the scores.
+        kept = [d for d in kept if not any(_is_part(d.raw_box, o.raw_box) for o in kept if o is not d)]
         # Stable order (left to right, top to bottom) so crop ids are reproducible.
         kept.sort(key=lambda d: (d.raw_box[0], d.raw_box[1]))
         return kept
+
+
+def _is_part(small: tuple[int, int, int, int], big: tuple[int, int, int, int]) -> bool:
+    """``small`` is at most 3/4 of ``big``'s side and at least 70% of its area lies inside ``big``."""
+    if max(small[2], small[3]) > 0.75 * max(big[2], big[3]):
+        return False
+    inter = iou_area(small, big)
+    return inter >= 0.7 * small[2] * small[3]
+
+
+def iou_area(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    iw = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return iw * ih
 
 
 def _clip(box: tuple[int, int, int, int], fw: int, fh: int) -> tuple[int, int, int, int]:

@@ -1,0 +1,626 @@
+"""Ingest: videos -> face detections -> tracks -> best crops per track -> ``faces.parquet`` + PNGs.
+
+Two layers over the same functions:
+* plain (no Ray): ``process_video`` decodes, detects, tracks, selects and writes one video in-process;
+* Ray Data (``run_ingest`` default): one block per video so videos decode in parallel (generator
+  ``map_batches``), detection runs in ``map_batches`` on an actor pool (each actor loads its cascades once),
+  a ``groupby(video_id).map_groups`` step tracks and selects per video, and crops are written by a
+  parallel ``map_batches``. Videos go through in waves (``ray.wave_videos``) so that finished videos are
+  committed (per-video part + done marker, both atomic) while the rest of a long batch is still running.
+
+Output layout of ``DIR`` (paths in the manifest are relative to ``DIR``)::
+
+    faces.parquet            one row per crop (columns: MANIFEST_COLUMNS)
+    ingest_report.json       videos done, frames, faces, tracks, splits, failed inputs with reasons
+    audit.jsonl              one line per run
+    crops/<video_id>/native/<crop_id>.png   lossless crop at native resolution
+    crops/<video_id>/lr/<crop_id>.png       32x32 LR image
+    parts/<video_id>.parquet + parts/<video_id>.done.json   per-video results; the marker makes re-runs skip it
+
+``video_id`` is the first 12 hex digits of the video file's SHA-256, so ids are stable across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from survsr.config import config_hash, from_dict, load, to_dict
+from survsr.provenance import (
+    PROVENANCE_KEY, append_audit, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
+    write_png,
+)
+from video.crops import CropConfig, crop, keep_crop, make_lr, sharpness
+from video.decode import VideoError, expand_inputs, is_url, iter_frames
+from video.detect import Detector, DetectorConfig, make_detector
+from video.track import SelectConfig, TrackerConfig, link_tracks, select_best
+
+log = logging.getLogger("survsr.ingest")
+
+MANIFEST_COLUMNS = [
+    "crop_id", "source_path", "source_sha256", "frame_index", "time_s", "box_x", "box_y", "box_w", "box_h",
+    "detector", "score", "track_id", "split", "native_path", "native_w", "native_h", "lr_path", "lr_size",
+    "resize_method", "sharpness", "sha256", "native_sha256", "config_hash",
+]
+REPORT_NAME = "ingest_report.json"
+MANIFEST_NAME = "faces.parquet"
+
+
+# ----------------------------------------------------------------------------------------------- config
+@dataclass
+class DecodeConfig:
+    stride: int = 1  # keep every n-th decoded frame
+    fps: float | None = None  # or: at most this many frames per second of video time
+    max_frames: int | None = None  # per video (needed for live streams, which never end)
+    start_s: float | None = None  # time window [start_s, end_s) in seconds of video time
+    end_s: float | None = None
+    timeout_s: float = 10.0  # open/read timeout for network streams
+
+    def validate(self) -> None:
+        if self.stride < 1:
+            raise ValueError(f"stride must be >= 1, got {self.stride}")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError(f"end_s ({self.end_s}) must be after start_s ({self.start_s})")
+
+
+@dataclass
+class SplitConfig:
+    train_fraction: float = 0.7  # share of TRACKS (not crops) in the train split, as in the paper's 70/30
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in [0, 1], got {self.train_fraction}")
+
+
+@dataclass
+class RayConfig:
+    enabled: bool = True  # false = plain in-process pipeline (same outputs, no Ray)
+    address: str | None = None  # join this cluster (else $RAY_ADDRESS, else start a local one)
+    num_cpus: int | None = None  # for a local Ray only
+    detect_actors: int = 0  # detector actor pool size; 0 = cluster CPUs - 1 (at least 1)
+    detect_cpus: float = 1.0  # CPUs reserved per detector actor
+    decode_cpus: float = 0.5  # CPUs reserved per decoding task (decoding is lighter than detection)
+    frames_per_batch: int = 16  # frames per block out of the decoder / per detection batch
+    wave_videos: int = 8  # videos per Ray Data run; each finished wave is committed to DIR
+
+
+@dataclass
+class IngestConfig:
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    crops: CropConfig = field(default_factory=CropConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+def output_hash(cfg: IngestConfig) -> str:
+    """Hash of the settings that change a video's crops (not parallelism, not the split)."""
+    return config_hash({k: to_dict(getattr(cfg, k)) for k in ("decode", "detector", "tracker", "select", "crops")})
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> IngestConfig:
+    return load(IngestConfig, path, list(overrides), default_name="ingest.yaml")
+
+
+# ------------------------------------------------------------------------------------ plain functions
+def video_identity(source: str) -> tuple[str, str]:
+    """(sha256, video_id) of a file; URLs are identified by their text (the stream has no fixed content)."""
+    sha = hashlib.sha256(f"url:{source}".encode()).hexdigest() if is_url(source) else sha256_file(source)
+    return sha, sha[:12]
+
+
+def frame_detections(image: np.ndarray, frame_index: int, time_s: float, detector: Detector,
+                     crop_cfg: CropConfig) -> list[dict[str, Any]]:
+    """Detections of one frame as rows with the native crop attached (frames are dropped after this)."""
+    rows = []
+    fh, fw = image.shape[:2]
+    for k, det in enumerate(detector.detect(image)):
+        x, y, w, h = det.box
+        if not keep_crop(w, h, crop_cfg):
+            continue
+        native = crop(image, det.box)
+        rows.append({
+            "frame_index": int(frame_index), "time_s": float(time_s), "k": k,
+            "box": (int(x), int(y), int(w), int(h)), "raw": tuple(int(v) for v in (det.raw_box or det.box)),
+            "score": float(det.score), "detector": det.detector, "crop": native, "sharpness": sharpness(native),
+        })
+    return rows
+
+
+def select_video(dets: list[dict[str, Any]], tracker_cfg: TrackerConfig, select_cfg: SelectConfig) -> list[dict]:
+    """Track one video's detections and keep the best crops of each track; adds ``track_no``."""
+    numbers = link_tracks([(d["frame_index"], d["time_s"], d["raw"]) for d in dets], tracker_cfg)
+    by_track: dict[int, list[int]] = {}
+    for i, n in enumerate(numbers):
+        if n >= 0:
+            by_track.setdefault(n, []).append(i)
+    chosen = []
+    for n, idx in sorted(by_track.items()):
+        items = [(dets[i]["frame_index"], dets[i]["sharpness"], min(dets[i]["box"][2:])) for i in idx]
+        for j in select_best(items, select_cfg):
+            chosen.append({**dets[idx[j]], "track_no": n})
+    chosen.sort(key=lambda d: (d["frame_index"], d["k"]))
+    return chosen
+
+
+def crop_id(video_id: str, frame_index: int, k: int) -> str:
+    return f"{video_id}-f{frame_index:06d}-{k}"
+
+
+def write_crop(row: dict[str, Any], out_dir: Path, source: str, source_sha: str, cfg_hash: str,
+               lr_size: int) -> dict[str, Any]:
+    """Write the native and LR PNGs of one selected detection; return its manifest row (no ``split``)."""
+    vid = source_sha[:12]
+    cid = crop_id(vid, row["frame_index"], row["k"])
+    native = row["crop"]
+    lr, method = make_lr(native, lr_size)
+    x, y, w, h = row["box"]
+    src = {"path": source, "sha256": source_sha, "frame_index": row["frame_index"], "time_s": row["time_s"],
+           "box": [x, y, w, h]}
+    parents = [{"path": source, "sha256": source_sha}]
+    common = {"detector": row["detector"], "score": row["score"], "track_id": f"{vid}-t{row['track_no']:03d}"}
+    native_rel = f"crops/{vid}/native/{cid}.png"
+    lr_rel = f"crops/{vid}/lr/{cid}.png"
+    native_sha = write_png(out_dir / native_rel, native, text={PROVENANCE_KEY: provenance(
+        "crop_native", source=src, parents=parents,
+        stages=[stage_record("ingest", cfg_hash, **common)], model_output=False)})
+    lr_sha = write_png(out_dir / lr_rel, lr, text={PROVENANCE_KEY: provenance(
+        "crop_lr", source=src, parents=parents,
+        stages=[stage_record("ingest", cfg_hash, resize_method=method, native_size=[w, h], **common)],
+        model_output=False)})
+    return {
+        "crop_id": cid, "source_path": source, "source_sha256": source_sha, "frame_index": int(row["frame_index"]),
+        "time_s": float(row["time_s"]), "box_x": int(x), "box_y": int(y), "box_w": int(w), "box_h": int(h),
+        "detector": row["detector"], "score": float(row["score"]), "track_id": common["track_id"],
+        "native_path": native_rel, "native_w": int(native.shape[1]), "native_h": int(native.shape[0]),
+        "lr_path": lr_rel, "lr_size": int(lr_size), "resize_method": method, "sharpness": float(row["sharpness"]),
+        "sha256": lr_sha, "native_sha256": native_sha, "config_hash": cfg_hash,
+    }
+
+
+def summarize(dets: list[dict], chosen: list[dict], n_frames: int, error: str) -> dict[str, Any]:
+    return {
+        "frames": int(n_frames),
+        "frames_with_faces": len({d["frame_index"] for d in dets}),
+        "faces": len(dets),
+        "tracks": len({c["track_no"] for c in chosen}),
+        "crops": len(chosen),
+        "error": error,
+    }
+
+
+def _decode_kwargs(cfg: DecodeConfig) -> dict[str, Any]:
+    return {"stride": cfg.stride, "fps": cfg.fps, "max_frames": cfg.max_frames, "start_s": cfg.start_s,
+            "end_s": cfg.end_s, "timeout_s": cfg.timeout_s}
+
+
+def process_video(source: str, out_dir: str | Path, cfg: IngestConfig, *, detector: Detector | None = None,
+                  source_sha: str | None = None) -> dict[str, Any]:
+    """Plain, in-process ingest of one video: writes its crops, part and done marker; returns its summary.
+
+    A video that fails mid-way keeps the frames decoded before the error (summary ``error`` says why).
+    Raises ``VideoError`` when not a single frame could be decoded.
+    """
+    out_dir = Path(out_dir)
+    detector = detector or make_detector(cfg.detector)
+    sha = source_sha or video_identity(source)[0]
+    dets: list[dict] = []
+    n = 0
+    error = ""
+    try:
+        for f in iter_frames(source, **_decode_kwargs(cfg.decode)):
+            n += 1
+            dets.extend(frame_detections(f.image, f.index, f.time_s, detector, cfg.crops))
+    except VideoError as exc:
+        if n == 0:
+            raise
+        error = str(exc)
+    chosen = select_video(dets, cfg.tracker, cfg.select)
+    h = output_hash(cfg)
+    rows = [write_crop(c, out_dir, source, sha, h, cfg.crops.lr_size) for c in chosen]
+    summary = {"video_id": sha[:12], "source": source, "sha256": sha, **summarize(dets, chosen, n, error)}
+    commit_video(out_dir, summary, rows, h)
+    return summary
+
+
+# ------------------------------------------------------------------------------ per-video commit/resume
+def _marker(out_dir: Path, video_id: str) -> Path:
+    return out_dir / "parts" / f"{video_id}.done.json"
+
+
+def commit_video(out_dir: Path, summary: dict, rows: list[dict], cfg_hash: str) -> None:
+    """Part first, marker last (both atomic): a marker always points at a complete part."""
+    import pandas as pd
+
+    vid = summary["video_id"]
+    part = out_dir / "parts" / f"{vid}.parquet"
+    cols = [c for c in MANIFEST_COLUMNS if c != "split"]
+    df = pd.DataFrame(sorted(rows, key=lambda r: r["crop_id"]), columns=cols)
+    write_parquet_atomic(_typed(df), part)
+    atomic_write_json(_marker(out_dir, vid), {**summary, "config_hash": cfg_hash, "part": f"parts/{vid}.parquet"})
+
+
+def done_marker(out_dir: Path, video_id: str, cfg_hash: str) -> dict | None:
+    p = _marker(out_dir, video_id)
+    if not p.exists():
+        return None
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return m if m.get("config_hash") == cfg_hash and (out_dir / m.get("part", "")).exists() else None
+
+
+_INT_COLS = ("frame_index", "box_x", "box_y", "box_w", "box_h", "native_w", "native_h", "lr_size")
+_FLOAT_COLS = ("time_s", "score", "sharpness")
+
+
+def _typed(df):
+    for c in _INT_COLS:
+        if c in df:
+            df[c] = df[c].astype("int64")
+    for c in _FLOAT_COLS:
+        if c in df:
+            df[c] = df[c].astype("float64")
+    for c in df.columns:
+        if c not in _INT_COLS and c not in _FLOAT_COLS:
+            df[c] = df[c].astype(str) if len(df) else df[c].astype(object)
+    return df
+
+
+def assign_splits(track_ids: Iterable[str], cfg: SplitConfig) -> dict[str, str]:
+    """Deterministic 70/30 split of tracks: order tracks by a seeded hash, the first round(f*n) are train.
+
+    Depends only on the set of track ids and the seed (not on input order or timing); with two or more
+    tracks each split gets at least one, so a test set always exists.
+    """
+    ids = sorted(set(track_ids), key=lambda t: hashlib.sha256(f"{cfg.seed}:{t}".encode()).hexdigest())
+    n = len(ids)
+    n_train = int(round(cfg.train_fraction * n))
+    if n >= 2 and 0.0 < cfg.train_fraction < 1.0:
+        n_train = min(max(n_train, 1), n - 1)
+    return {t: ("train" if i < n_train else "test") for i, t in enumerate(ids)}
+
+
+def assemble(out_dir: str | Path, cfg: IngestConfig):
+    """Re-build ``faces.parquet`` from every per-video part done with the current settings."""
+    import pandas as pd
+
+    out_dir = Path(out_dir)
+    h = output_hash(cfg)
+    markers, frames = [], []
+    for p in sorted((out_dir / "parts").glob("*.done.json")):
+        m = done_marker(out_dir, p.name.split(".")[0], h)
+        if m is None:
+            log.warning("%s: done with other settings or incomplete; not in this manifest", p)
+            continue
+        markers.append(m)
+        frames.append(pd.read_parquet(out_dir / m["part"]))
+    cols = [c for c in MANIFEST_COLUMNS if c != "split"]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    splits = assign_splits(df["track_id"].tolist(), cfg.split)
+    df["split"] = df["track_id"].map(splits).astype(str) if len(df) else pd.Series(dtype=str)
+    df = _typed(df[MANIFEST_COLUMNS].sort_values("crop_id", kind="stable").reset_index(drop=True))
+    write_parquet_atomic(df, out_dir / MANIFEST_NAME)
+    return df, markers, splits
+
+
+# -------------------------------------------------------------------------------------- Ray Data layer
+def _row_schema():
+    import pyarrow as pa
+
+    i32, f64, s = pa.int32(), pa.float64(), pa.string()
+    return pa.schema([
+        ("video_id", s), ("source", s), ("source_sha256", s), ("kind", s), ("frame_index", pa.int64()),
+        ("time_s", f64), ("k", i32), ("box_x", i32), ("box_y", i32), ("box_w", i32), ("box_h", i32),
+        ("raw_x", i32), ("raw_y", i32), ("raw_w", i32), ("raw_h", i32), ("score", f64), ("detector", s),
+        ("height", i32), ("width", i32), ("pixels", pa.large_binary()), ("sharpness", f64), ("track_no", i32),
+        ("info", s),
+    ])
+
+
+_ROW_DEFAULTS = {"frame_index": -1, "time_s": 0.0, "k": -1, "score": 0.0, "detector": "", "height": 0,
+                 "width": 0, "pixels": b"", "sharpness": 0.0, "track_no": -1, "info": "",
+                 **{f"{p}_{c}": 0 for p in ("box", "raw") for c in "xywh"}}
+
+
+def _table(rows: list[dict]):
+    """Fixed-schema Arrow table (every block has the same schema, even empty ones)."""
+    import pyarrow as pa
+
+    schema = _row_schema()
+    cols = {name: [r.get(name, _ROW_DEFAULTS.get(name)) for r in rows] for name in schema.names}
+    return pa.Table.from_pydict(cols, schema=schema)
+
+
+def _det_to_row(base: dict, d: dict) -> dict:
+    native = d["crop"]
+    return {**base, "kind": "det", "frame_index": d["frame_index"], "time_s": d["time_s"], "k": d["k"],
+            **dict(zip(("box_x", "box_y", "box_w", "box_h"), d["box"])),
+            **dict(zip(("raw_x", "raw_y", "raw_w", "raw_h"), d["raw"])),
+            "score": d["score"], "detector": d["detector"], "height": native.shape[0], "width": native.shape[1],
+            "pixels": native.tobytes(), "sharpness": d["sharpness"], "track_no": d.get("track_no", -1)}
+
+
+def _row_to_det(r: dict) -> dict:
+    return {"frame_index": r["frame_index"], "time_s": r["time_s"], "k": r["k"],
+            "box": (r["box_x"], r["box_y"], r["box_w"], r["box_h"]),
+            "raw": (r["raw_x"], r["raw_y"], r["raw_w"], r["raw_h"]), "score": r["score"],
+            "detector": r["detector"], "sharpness": r["sharpness"], "track_no": r["track_no"],
+            "crop": np.frombuffer(r["pixels"], np.uint8).reshape(r["height"], r["width"], 3)}
+
+
+def _decode_udf(batch, decode: dict, frames_per_batch: int) -> Iterator[Any]:
+    """One video in, its frames out as a stream of blocks, then one ``end`` row (frame count, error)."""
+    cfg = from_dict(DecodeConfig, decode)
+    for v in batch.to_pylist():
+        base = {"video_id": v["video_id"], "source": v["source"], "source_sha256": v["source_sha256"]}
+        rows, n, error = [], 0, ""
+        try:
+            for f in iter_frames(v["source"], **_decode_kwargs(cfg)):
+                n += 1
+                rows.append({**base, "kind": "frame", "frame_index": f.index, "time_s": f.time_s,
+                             "height": f.image.shape[0], "width": f.image.shape[1], "pixels": f.image.tobytes()})
+                if len(rows) >= frames_per_batch:
+                    yield _table(rows)
+                    rows = []
+        except VideoError as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one bad video must not end the batch
+            error = f"{v['source']}: unexpected decode failure ({exc!r})"
+        rows.append({**base, "kind": "end", "info": json.dumps({"frames": n, "error": error})})
+        yield _table(rows)
+
+
+class _DetectActor:
+    """Holds one detector (cascades loaded once per actor) and turns frame rows into detection rows."""
+
+    def __init__(self, detector: dict, crops: dict, threads: int):
+        import cv2
+
+        if threads > 0:
+            cv2.setNumThreads(threads)
+        self.detector = make_detector(from_dict(DetectorConfig, detector))
+        self.crops = from_dict(CropConfig, crops)
+
+    def __call__(self, batch):
+        out = []
+        for r in batch.to_pylist():
+            base = {"video_id": r["video_id"], "source": r["source"], "source_sha256": r["source_sha256"]}
+            if r["kind"] != "frame":
+                out.append(r)
+                continue
+            image = np.frombuffer(r["pixels"], np.uint8).reshape(r["height"], r["width"], 3)
+            for d in frame_detections(image, r["frame_index"], r["time_s"], self.detector, self.crops):
+                out.append(_det_to_row(base, d))
+        return _table(out)
+
+
+def _select_udf(group, tracker: dict, select: dict):
+    """All rows of one video: track, keep the best crops, add one ``summary`` row."""
+    rows = group.to_pylist()
+    base = {k: rows[0][k] for k in ("video_id", "source", "source_sha256")}
+    dets = [_row_to_det(r) for r in rows if r["kind"] == "det"]
+    end = [json.loads(r["info"]) for r in rows if r["kind"] == "end"]
+    n_frames = sum(e["frames"] for e in end)
+    error = "; ".join(e["error"] for e in end if e["error"])
+    chosen = select_video(dets, from_dict(TrackerConfig, tracker), from_dict(SelectConfig, select))
+    summary = summarize(dets, chosen, n_frames, error)
+    out = [_det_to_row(base, c) for c in chosen]
+    out.append({**base, "kind": "summary", "info": json.dumps(summary)})
+    return _table(out)
+
+
+def _write_udf(batch, out_dir: str, cfg_hash: str, lr_size: int):
+    """Write the PNGs of selected crops; pass summaries through. Output: (video_id, kind, payload JSON)."""
+    import pyarrow as pa
+
+    vids, kinds, payloads = [], [], []
+    for r in batch.to_pylist():
+        if r["kind"] == "det":
+            row = write_crop(_row_to_det(r), Path(out_dir), r["source"], r["source_sha256"], cfg_hash, lr_size)
+            payload = json.dumps(row)
+        else:
+            payload = r["info"]
+        vids.append(r["video_id"])
+        kinds.append("crop" if r["kind"] == "det" else r["kind"])
+        payloads.append(payload)
+    return pa.table({"video_id": vids, "kind": kinds, "payload": payloads})
+
+
+def _ray_wave(videos: list[dict], out_dir: Path, cfg: IngestConfig) -> dict[str, tuple[dict, list[dict]]]:
+    """Run one wave of videos through Ray Data; returns {video_id: (summary, manifest rows)}."""
+    import ray
+
+    n_cpus = int(ray.cluster_resources().get("CPU", 1))
+    actors = cfg.ray.detect_actors or max(1, n_cpus - 1)
+    threads = max(1, int(round(cfg.ray.detect_cpus)))
+    h = output_hash(cfg)
+    ds = ray.data.from_items(videos, override_num_blocks=len(videos))
+    ds = ds.map_batches(_decode_udf, batch_size=1, batch_format="pyarrow", num_cpus=cfg.ray.decode_cpus,
+                        fn_kwargs={"decode": to_dict(cfg.decode), "frames_per_batch": cfg.ray.frames_per_batch})
+    ds = ds.map_batches(_DetectActor, batch_size=cfg.ray.frames_per_batch, batch_format="pyarrow",
+                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cfg.ray.detect_cpus,
+                        fn_constructor_kwargs={"detector": to_dict(cfg.detector), "crops": to_dict(cfg.crops),
+                                               "threads": threads})
+    ds = ds.groupby("video_id").map_groups(_select_udf, batch_format="pyarrow",
+                                           fn_kwargs={"tracker": to_dict(cfg.tracker),
+                                                      "select": to_dict(cfg.select)})
+    ds = ds.map_batches(_write_udf, batch_size=32, batch_format="pyarrow", num_cpus=0.5,
+                        fn_kwargs={"out_dir": str(out_dir), "cfg_hash": h, "lr_size": cfg.crops.lr_size})
+    results: dict[str, tuple[dict, list[dict]]] = {v["video_id"]: ({}, []) for v in videos}
+    for r in ds.iter_rows():  # small rows only: pixels stayed in the workers
+        summary, rows = results[r["video_id"]]
+        if r["kind"] == "crop":
+            rows.append(json.loads(r["payload"]))
+        else:
+            summary.update(json.loads(r["payload"]))
+    return results
+
+
+# ------------------------------------------------------------------------------------------- the stage
+def run_ingest(inputs: Iterable[str | os.PathLike], out_dir: str | Path, cfg: IngestConfig | None = None,
+               *, use_ray: bool | None = None) -> dict[str, Any]:
+    """Ingest ``inputs`` (files, directories, globs, URLs) into ``out_dir``; returns the report dict.
+
+    Videos already done in ``out_dir`` with the same settings are skipped. Bad inputs are reported (by
+    name, with the reason) and skipped. ``report["ok"]`` is False when none of the inputs could be processed.
+    """
+    cfg = cfg or IngestConfig()
+    use_ray = cfg.ray.enabled if use_ray is None else use_ray
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    h = output_hash(cfg)
+    sources = expand_inputs(inputs)
+    failed: list[dict] = []
+    todo: list[dict] = []
+    skipped: list[str] = []
+    seen: dict[str, str] = {}
+    ok_ids: set[str] = set()
+    for src in sources:
+        if not is_url(src):
+            p = Path(src)
+            reason = ("no such file or directory" if not p.exists() else
+                      "is a directory with no video files" if p.is_dir() else
+                      "empty file (0 bytes)" if p.stat().st_size == 0 else None)
+            if reason:
+                failed.append({"input": src, "reason": f"{src}: {reason}", "frames_kept": 0})
+                log.warning("skipping %s: %s", src, reason)
+                continue
+        sha, vid = video_identity(src)
+        if vid in seen:
+            log.warning("skipping %s: same content as %s", src, seen[vid])
+            skipped.append(src)
+            continue
+        seen[vid] = src
+        if done_marker(out_dir, vid, h):
+            log.info("%s: already done in %s, skipping", src, out_dir)
+            skipped.append(src)
+            ok_ids.add(vid)
+            continue
+        todo.append({"video_id": vid, "source": src, "source_sha256": sha})
+
+    processed: list[str] = []
+
+    def _record(v: dict, summary: dict, rows: list[dict]) -> None:
+        if summary.get("frames", 0) == 0 and summary.get("error"):
+            failed.append({"input": v["source"], "reason": summary.get("error") or f"{v['source']}: no frames",
+                           "frames_kept": 0})
+            return
+        if summary.get("error"):
+            failed.append({"input": v["source"], "reason": summary["error"], "frames_kept": summary["frames"]})
+        commit_video(out_dir, {"video_id": v["video_id"], "source": v["source"], "sha256": v["source_sha256"],
+                               **summary}, rows, h)
+        processed.append(v["source"])
+        ok_ids.add(v["video_id"])
+        log.info("%s: %d frames, %d faces, %d tracks, %d crops%s", v["source"], summary["frames"],
+                 summary["faces"], summary["tracks"], summary["crops"],
+                 f" (error: {summary['error']})" if summary.get("error") else "")
+
+    if todo and use_ray:
+        from survsr.ray_utils import init_ray
+
+        init_ray(address=cfg.ray.address, num_cpus=cfg.ray.num_cpus)
+        waves = [todo[i:i + cfg.ray.wave_videos] for i in range(0, len(todo), max(1, cfg.ray.wave_videos))]
+        for w, wave in enumerate(waves, 1):
+            log.info("ingest wave %d/%d: %d videos on Ray Data", w, len(waves), len(wave))
+            results = _ray_wave(wave, out_dir, cfg)
+            for v in wave:
+                summary, rows = results[v["video_id"]]
+                _record(v, summary or {"frames": 0, "error": f"{v['source']}: no result from the pipeline"}, rows)
+    elif todo:
+        detector = make_detector(cfg.detector)
+        for i, v in enumerate(todo, 1):
+            log.info("ingest %d/%d: %s", i, len(todo), v["source"])
+            try:
+                summary = process_video(v["source"], out_dir, cfg, detector=detector, source_sha=v["source_sha256"])
+            except VideoError as exc:
+                failed.append({"input": v["source"], "reason": str(exc), "frames_kept": 0})
+                continue
+            if summary.get("error"):
+                failed.append({"input": v["source"], "reason": summary["error"], "frames_kept": summary["frames"]})
+            processed.append(v["source"])
+            ok_ids.add(v["video_id"])
+
+    df, markers, splits = assemble(out_dir, cfg)
+    report = build_report(df, markers, splits, cfg, failed, processed, skipped, sources, time.time() - t0)
+    report["ok"] = bool(ok_ids)
+    atomic_write_json(out_dir / REPORT_NAME, report)
+    append_audit(out_dir, {"stage": "ingest", "config_hash": h, "inputs": sources, "processed": processed,
+                           "skipped_done": skipped, "failed": failed, "crops": int(len(df)),
+                           "seconds": round(report["this_run"]["seconds"], 3), "ray": bool(use_ray and todo)})
+    return report
+
+
+def build_report(df, markers, splits, cfg, failed, processed, skipped, sources, seconds) -> dict[str, Any]:
+    keys = ("frames", "frames_with_faces", "faces", "tracks", "crops")
+    videos = [{k: m.get(k) for k in ("video_id", "source", "sha256", *keys, "error")} for m in markers]
+    split_counts = {}
+    for s in ("train", "test"):
+        sub = df[df["split"] == s] if len(df) else df
+        split_counts[s] = {"tracks": int(sum(1 for v in splits.values() if v == s)), "crops": int(len(sub))}
+    return {
+        "config_hash": output_hash(cfg),
+        "config": to_dict(cfg),
+        "videos_done": len(markers),
+        "frames": int(sum(m.get("frames", 0) for m in markers)),
+        "faces": int(sum(m.get("faces", 0) for m in markers)),
+        "tracks": int(sum(m.get("tracks", 0) for m in markers)),
+        "crops": int(len(df)),
+        "splits": split_counts,
+        "videos": videos,
+        "failed": failed,
+        "this_run": {"inputs": sources, "processed": processed, "skipped_done": skipped, "seconds": seconds},
+    }
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from survsr.cli import add_config_args
+
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="video files, directories, globs or rtsp/http URLs (and key=value overrides)")
+    parser.add_argument("--out", required=True, help="output directory (re-running on it skips done videos)")
+    parser.add_argument("--no-ray", action="store_true", help="plain in-process pipeline (same outputs)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    add_config_args(parser, "ingest.yaml")
+
+
+def main(args: argparse.Namespace) -> int:
+    import sys
+
+    from survsr.cli import split_overrides
+
+    split_overrides(args, "inputs")
+    if not args.inputs:
+        print("survsr ingest: no INPUT given (video files, directories, globs or URLs)", file=sys.stderr)
+        return 2
+    cfg = load_config(args.config, args.overrides)
+    if args.address:
+        cfg.ray.address = args.address
+    report = run_ingest(args.inputs, args.out, cfg, use_ray=False if args.no_ray else None)
+    print(f"ingest: {report['videos_done']} videos done, {report['frames']} frames, {report['faces']} faces, "
+          f"{report['tracks']} tracks, {report['crops']} crops "
+          f"(train {report['splits']['train']['crops']}, test {report['splits']['test']['crops']}) -> "
+          f"{Path(args.out) / MANIFEST_NAME}")
+    for f in report["failed"]:
+        print(f"  failed: {f['reason']}" + (f" (kept {f['frames_kept']} frames)" if f["frames_kept"] else ""),
+              file=sys.stderr)
+    return 0 if report["ok"] else 1
