@@ -38,8 +38,8 @@ class ResidualBlock(nn.Module):
             nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+    def forward(self, x: torch.Tensor, residual_scale: float = 1.0) -> torch.Tensor:
+        return x + residual_scale * self.body(x) if residual_scale != 1.0 else x + self.body(x)
 
 
 class UpsampleBlock(nn.Module):
@@ -68,7 +68,10 @@ class Generator(nn.Module):
         self._skip_mask: list[bool] | None = None
 
     def resample_depth(self, generator: torch.Generator | None = None) -> list[bool]:
-        """Draw which residual blocks to skip for the coming epoch (stochastic depth, training only)."""
+        """Draw which residual blocks to skip for the coming epoch (stochastic depth, training only).
+
+        Pass the same seeded ``generator`` on every data-parallel worker: all replicas must skip the same
+        blocks, or their gradients would be averaged over different networks."""
         p = self.cfg.stochastic_depth
         draws = torch.rand(len(self.blocks), generator=generator)
         self._skip_mask = [bool(d < p) for d in draws]
@@ -77,10 +80,17 @@ class Generator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.head(x)
         h = feat
+        p = self.cfg.stochastic_depth
         for i, block in enumerate(self.blocks):
-            if self.training and self._skip_mask is not None and self._skip_mask[i]:
-                continue
-            h = block(h)
+            if self.training:
+                if self._skip_mask is not None and self._skip_mask[i]:
+                    continue
+                h = block(h)
+            else:
+                # Inference runs every block; a block that survived training with probability 1-p
+                # contributes its expected share (Huang et al. 2016), so eval output matches the
+                # training-time average instead of overshooting it.
+                h = block(h, 1.0 - p)
         h = self.trunk_tail(h) + feat
         return self.tail(self.upsample(h))
 

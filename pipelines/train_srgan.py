@@ -1,0 +1,717 @@
+"""``survsr train``: unpaired SRGAN training on Ray Train (Moreira et al.: D sees ZSSR faces as "real").
+
+Plain function: ``run_train(faces_dir, zssr_dir, out_dir, cfg) -> summary``. The train faces are split
+deterministically (hash of crop_id) into two disjoint halves: the ZSSR outputs of one half are the
+discriminator's "real" set, the LR crops of the other half are the generator's inputs (with the ZSSR
+output of the same face as a pseudo-pair for the content/pixel losses). Both sets are decoded and
+sha256-checked by Ray Data and streamed to the workers (``ray.train.get_dataset_shard``).
+
+Outputs in ``out_dir``: ``generator.safetensors`` (+ ``generator.json``), ``train_meta.json``,
+``train_log.jsonl`` (per-step losses and D outputs, per-epoch held-out metrics), ``metrics.csv`` and the
+Ray Train run under ``out_dir/ray/<name>`` (checkpoints; re-running the same command resumes from the
+latest one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from models.losses import LossConfig
+from models.mediator import MediatorConfig, resolve_status
+from models.srgan import DiscriminatorConfig, GeneratorConfig
+from survsr.config import ConfigError, config_hash, from_dict, load, to_dict
+
+log = logging.getLogger(__name__)
+
+STAGE = "train_srgan"
+STATE_FILE = "state.pt"
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass
+class InputsConfig:
+    # Only needed for `python -m pipelines.train_srgan --config ...` (ray job submit); CLI flags win.
+    faces: str = ""
+    zssr: str = ""
+    out: str = ""
+
+
+@dataclass
+class DataConfig:
+    train_split: str = "train"
+    heldout_split: str = "test"
+    hr_fraction: float = 0.5  # share of train faces whose ZSSR output is D's "real" set; the rest feed G
+    split_seed: int = 0  # the halves are chosen by sha256(split_seed:crop_id): stable as faces are added
+    flips: str = "horizontal"  # horizontal | none (vertical flips would give upside-down faces)
+    heldout_max: int = 64
+    decode_batch: int = 256
+
+    def validate(self) -> None:
+        if not 0.0 < self.hr_fraction < 1.0:
+            raise ValueError(f"hr_fraction must be in (0, 1), got {self.hr_fraction}")
+        if self.flips not in ("horizontal", "none"):
+            raise ValueError(f"flips must be horizontal or none, got {self.flips!r}")
+
+
+@dataclass
+class LoopConfig:
+    batch_size: int = 50  # global; each of the N workers takes batch_size // N
+    epochs: int = 2000
+    max_steps: int = 0  # > 0: stop after this many optimizer steps (overrides epochs)
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "k_step"  # k_step: D for k steps (G frozen) then G for k steps | alternate: D and G each step
+    k: int = 1
+    pretrain_steps: int = 0  # G-only steps first (no adversarial term), like Ledig's SRResNet initialisation
+    checkpoint_every: int = 500  # steps
+    keep_checkpoints: int = 2
+    log_every: int = 10  # steps
+    eval_every_epochs: int = 1
+    bf16: bool = True  # autocast on GPU only (CPU bf16 autocast is slower than fp32 here)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.schedule not in ("k_step", "alternate"):
+            raise ValueError(f"schedule must be k_step or alternate, got {self.schedule!r}")
+        for name in ("batch_size", "epochs", "k", "checkpoint_every", "log_every", "eval_every_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if len(self.betas) != 2:
+            raise ValueError("betas must be two numbers")
+
+
+@dataclass
+class RayConfig:
+    address: str = ""  # join this cluster (also $RAY_ADDRESS); empty = embedded local Ray
+    num_workers: int = 1
+    use_gpu: Optional[bool] = None  # null = use GPUs when the cluster has them
+    cpus_per_worker: int = 1
+    max_failures: int = 2
+    name: str = "srgan"
+    storage_path: str = ""  # default: <out>/ray (must be shared storage on a multi-node cluster)
+    sync_batchnorm: bool = False  # GPU + >1 worker: SyncBatchNorm instead of per-replica BN statistics
+
+
+@dataclass
+class DebugConfig:
+    fail_at_step: int = -1  # raise once (per run dir) in rank `fail_rank` when reaching this step
+    fail_rank: int = 0
+
+
+@dataclass
+class TrainSRGANConfig:
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    mediator: MediatorConfig = field(default_factory=MediatorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    inputs: InputsConfig = field(default_factory=InputsConfig)
+
+    def validate(self) -> None:
+        if self.discriminator.input_size % self.generator.scale:
+            raise ValueError("discriminator.input_size must be a multiple of generator.scale")
+
+    @property
+    def lr_size(self) -> int:
+        return self.discriminator.input_size // self.generator.scale
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainSRGANConfig:
+    return load(TrainSRGANConfig, path, overrides, default_name="srgan.yaml")
+
+
+def resume_hash(cfg: TrainSRGANConfig) -> str:
+    """What a checkpoint must agree on to be resumed: everything but run length, resources and I/O."""
+    d = to_dict(cfg)
+    for key in ("epochs", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every_epochs"):
+        d["train"].pop(key)
+    for key in ("ray", "debug", "inputs"):
+        d.pop(key)
+    return config_hash(d)
+
+
+# ------------------------------------------------------------------------------------------ manifests
+def _role(crop_id: str, seed: int, hr_fraction: float) -> str:
+    u = int(hashlib.sha256(f"{seed}:{crop_id}".encode()).hexdigest()[:12], 16) / float(1 << 48)
+    return "hr" if u < hr_fraction else "lr"
+
+
+def _abs(base: Path, p: str) -> str:
+    q = Path(p)
+    return str(q if q.is_absolute() else (base / q))
+
+
+def plan_data(faces_dir: str | Path, zssr_dir: str | Path, cfg: TrainSRGANConfig) -> dict[str, Any]:
+    """Read both manifests and assign rows: D's real set, G's input set, held-out set (no decoding here)."""
+    import pandas as pd
+
+    faces_dir, zssr_dir = Path(faces_dir), Path(zssr_dir)
+    fm, zm = faces_dir / "faces.parquet", zssr_dir / "zssr.parquet"
+    for m, what in ((fm, "ingest"), (zm, "ZSSR")):
+        if not m.is_file():
+            raise FileNotFoundError(f"{m}: {what} manifest not found")
+    faces = pd.read_parquet(fm)
+    zssr = pd.read_parquet(zm)
+    for df, m, cols in ((faces, fm, ("crop_id", "lr_path", "sha256", "split")), (zssr, zm, ("crop_id", "hr_path", "sha256"))):
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise ValueError(f"{m}: missing columns {missing}")
+    hr_of = {r.crop_id: (_abs(zssr_dir, r.hr_path), str(r.sha256)) for r in zssr.itertuples()}
+    hr_rows, lr_rows, held = [], [], []
+    no_zssr = 0
+    for r in faces.sort_values("crop_id").itertuples():
+        pair = hr_of.get(r.crop_id)
+        lr = {"crop_id": r.crop_id, "path": _abs(faces_dir, r.lr_path), "sha256": str(r.sha256),
+              "pair_path": pair[0] if pair else "", "pair_sha256": pair[1] if pair else ""}
+        if r.split == cfg.data.heldout_split:
+            if len(held) < cfg.data.heldout_max:
+                held.append(lr)
+            continue
+        if r.split != cfg.data.train_split:
+            continue
+        if _role(r.crop_id, cfg.data.split_seed, cfg.data.hr_fraction) == "hr":
+            if pair:
+                hr_rows.append({"crop_id": r.crop_id, "path": pair[0], "sha256": pair[1],
+                                "pair_path": "", "pair_sha256": ""})
+            else:
+                no_zssr += 1
+        else:
+            lr_rows.append(lr)
+    if not hr_rows:
+        raise ValueError(f"{zm}: no ZSSR outputs for the discriminator half of the {cfg.data.train_split!r} "
+                         f"faces in {fm}")
+    if not lr_rows:
+        raise ValueError(f"{fm}: no LR faces left for the generator half (hr_fraction={cfg.data.hr_fraction})")
+    return {
+        "hr": hr_rows, "lr": lr_rows, "heldout": held,
+        "manifests": {"faces": {"path": str(fm), "sha256": _sha(fm)}, "zssr": {"path": str(zm), "sha256": _sha(zm)}},
+        "counts": {"faces_total": int(len(faces)), "zssr_total": int(len(zssr)), "hr_real": len(hr_rows),
+                   "lr_inputs": len(lr_rows), "lr_with_pseudo_pair": sum(bool(r["pair_path"]) for r in lr_rows),
+                   "heldout": len(held), "hr_half_without_zssr": no_zssr},
+    }
+
+
+def _sha(p: Path) -> str:
+    from survsr.provenance import sha256_file
+
+    return sha256_file(p)
+
+
+def read_face_png(path: str, sha256: str, size: int) -> np.ndarray:
+    """uint8 RGB size x size; raises ValueError naming the file on a hash mismatch or a wrong size."""
+    from PIL import Image
+
+    data = Path(path).read_bytes()
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{path}: sha256 does not match the manifest")
+    with Image.open(io.BytesIO(data)) as im:
+        img = np.asarray(im.convert("RGB"))
+    if img.shape[:2] != (size, size):
+        raise ValueError(f"{path}: expected {size}x{size}, got {img.shape[1]}x{img.shape[0]}")
+    return img
+
+
+def decode_rows(batch: dict[str, np.ndarray], size: int, pair_size: int) -> dict[str, np.ndarray]:
+    """Ray Data map_batches body: decode + verify each face (and its pseudo-pair); errors become rows with
+    ``error`` set so one bad file is skipped and reported instead of failing the run."""
+    n = len(batch["path"])
+    imgs = np.zeros((n, size, size, 3), np.uint8)
+    pairs = np.zeros((n, pair_size, pair_size, 3), np.uint8)
+    has = np.zeros(n, bool)
+    errors = []
+    for i in range(n):
+        err = ""
+        try:
+            imgs[i] = read_face_png(str(batch["path"][i]), str(batch["sha256"][i]), size)
+            if batch["pair_path"][i]:
+                pairs[i] = read_face_png(str(batch["pair_path"][i]), str(batch["pair_sha256"][i]), pair_size)
+                has[i] = True
+        except Exception as exc:  # noqa: BLE001 - any unreadable face is skipped and reported
+            err = str(exc) if str(batch["path"][i]) in str(exc) else f"{batch['path'][i]}: {exc}"
+        errors.append(err)
+    return {"crop_id": batch["crop_id"], "img": imgs, "pair": pairs, "has_pair": has,
+            "error": np.array(errors, dtype=object)}
+
+
+def build_datasets(plan: dict[str, Any], cfg: TrainSRGANConfig):
+    """Ray datasets {"hr", "lr"} of decoded faces (bad rows dropped) and the list of skipped rows."""
+    import ray
+
+    hr_size, lr_size = cfg.discriminator.input_size, cfg.lr_size
+    out, skipped = {}, []
+    for name, size in (("hr", hr_size), ("lr", lr_size)):
+        ds = ray.data.from_items(plan[name]).map_batches(
+            decode_rows, batch_size=cfg.data.decode_batch, batch_format="numpy",
+            fn_kwargs={"size": size, "pair_size": hr_size},
+        ).materialize()  # decoded once; every epoch re-reads the workers' in-memory copy
+        for r in ds.select_columns(["crop_id", "error"]).take_all():
+            if r["error"]:
+                log.warning("skipping %s face %s: %s", name, r["crop_id"], r["error"])
+                skipped.append({"set": name, "crop_id": r["crop_id"], "error": r["error"]})
+        out[name] = ds.filter(lambda r: not r["error"]).drop_columns(["error", "crop_id"]).materialize()
+    return out, skipped
+
+
+def decode_heldout(rows: list[dict], cfg: TrainSRGANConfig) -> dict[str, np.ndarray]:
+    """Held-out faces (small) decoded in the driver; rows whose file is bad are dropped."""
+    good = [r for r in rows if r["pair_path"]]
+    if not good:
+        return {"lr": np.zeros((0, cfg.lr_size, cfg.lr_size, 3), np.uint8),
+                "hr": np.zeros((0, cfg.discriminator.input_size,) * 2 + (3,), np.uint8)}
+    batch = {k: np.array([r[k] for r in good], dtype=object) for k in good[0]}
+    dec = decode_rows(batch, cfg.lr_size, cfg.discriminator.input_size)
+    ok = np.array([not e for e in dec["error"]]) & dec["has_pair"]
+    return {"lr": dec["img"][ok], "hr": dec["pair"][ok]}
+
+
+# ------------------------------------------------------------------------------------- worker helpers
+def _collect_shard(shard, keys: list[str]) -> dict[str, np.ndarray]:
+    parts: dict[str, list] = {k: [] for k in keys}
+    for b in shard.iter_batches(batch_size=1024, batch_format="numpy"):
+        for k in keys:
+            parts[k].append(np.asarray(b[k]))
+    return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
+
+
+def _epoch_generator(seed: int, epoch: int, rank: int):
+    import torch
+
+    # Data order depends only on (seed, epoch, rank): a resumed run replays the same batches.
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_009 + rank)
+
+
+def _to_float(x_uint8, flip_mask=None):
+    x = x_uint8.permute(0, 3, 1, 2).float().div_(255.0)
+    if flip_mask is not None and bool(flip_mask.any()):
+        x = x.clone()
+        x[flip_mask] = x[flip_mask].flip(-1)
+    return x
+
+
+def _ddp(module, device, **kwargs):
+    """DDP without the per-forward BN buffer broadcast (see the BatchNorm note in the training loop)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:  # newer torch renamed it
+        kwargs["forward_sync_buffers"] = False
+    else:
+        kwargs["broadcast_buffers"] = False
+    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None, **kwargs)
+
+
+def heldout_metrics(G, held: dict[str, np.ndarray], device, scale: int) -> dict[str, float]:
+    """PSNR/SSIM of G and of bicubic vs the ZSSR output, and G's LR consistency, on held-out faces."""
+    import torch
+    from skimage.metrics import peak_signal_noise_ratio as psnr
+    from skimage.metrics import structural_similarity as ssim
+
+    from models.losses import bicubic_down, bicubic_up
+
+    if len(held["lr"]) == 0:
+        return {}
+    was_training = G.training
+    G.eval()
+    with torch.no_grad():
+        lr = torch.from_numpy(np.array(held["lr"])).to(device).permute(0, 3, 1, 2).float() / 255
+        sr = G(lr).float().clamp(0, 1)
+        bic = bicubic_up(lr, scale)
+        lrc = bicubic_down(sr, scale)
+    G.train(was_training)
+    to_u8 = lambda t: (t.permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)  # noqa: E731
+    sr_u8, bic_u8, lrc_u8 = to_u8(sr), to_u8(bic), to_u8(lrc)
+    res = {"psnr_g_vs_zssr": [], "psnr_bicubic_vs_zssr": [], "ssim_g_vs_zssr": [], "ssim_bicubic_vs_zssr": [],
+           "psnr_lr_consistency": []}
+    for i, hr in enumerate(held["hr"]):
+        res["psnr_g_vs_zssr"].append(psnr(hr, sr_u8[i], data_range=255))
+        res["psnr_bicubic_vs_zssr"].append(psnr(hr, bic_u8[i], data_range=255))
+        res["ssim_g_vs_zssr"].append(ssim(hr, sr_u8[i], channel_axis=2, data_range=255))
+        res["ssim_bicubic_vs_zssr"].append(ssim(hr, bic_u8[i], channel_axis=2, data_range=255))
+        res["psnr_lr_consistency"].append(psnr(held["lr"][i], lrc_u8[i], data_range=255))
+    return {f"heldout_{k}": float(np.mean(np.minimum(v, 100.0))) for k, v in res.items()}
+
+
+class _RunLog:
+    """Rank 0's train_log.jsonl and metrics.csv (appended; a resumed run continues the same files)."""
+
+    def __init__(self, out_dir: Path):
+        self.jsonl = out_dir / "train_log.jsonl"
+        self.csv = out_dir / "metrics.csv"
+
+    def write(self, rec: dict) -> None:
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+        if rec.get("kind") == "epoch":
+            new = not self.csv.exists()
+            keys = sorted(rec)
+            with open(self.csv, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+                if new:
+                    w.writeheader()
+                w.writerow(rec)
+
+
+# ---------------------------------------------------------------------------------------- worker loop
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import torch
+
+    from models.losses import d_loss, g_losses
+    from models.mediator import build_mediator
+    from models.srgan import Discriminator, Generator
+
+    cfg = from_dict(TrainSRGANConfig, config["cfg"])
+    out_dir = Path(config["out_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, cfg.ray.cpus_per_worker))
+    torch.manual_seed(cfg.train.seed + rank)
+    pwb = config["per_worker_batch"]
+    spe, total = config["steps_per_epoch"], config["total_steps"]
+    scale = cfg.generator.scale
+
+    # ---- data: this worker's shard of both sets, decoded by Ray Data, kept on the device
+    hr = _collect_shard(ray.train.get_dataset_shard("hr"), ["img"])["img"]
+    lrs = _collect_shard(ray.train.get_dataset_shard("lr"), ["img", "pair", "has_pair"])
+    need = spe * pwb
+    if len(hr) < need or len(lrs["img"]) < need:
+        raise RuntimeError(f"rank {rank}: shard has {len(hr)} HR / {len(lrs['img'])} LR faces, "
+                           f"needs {need} for {spe} steps of {pwb}")
+    hr_t = torch.from_numpy(hr).to(device)
+    lr_t = torch.from_numpy(lrs["img"]).to(device)
+    pair_t = torch.from_numpy(lrs["pair"]).to(device)
+    has_t = torch.from_numpy(lrs["has_pair"].astype(bool)).to(device)
+
+    # ---- models
+    G = Generator(cfg.generator).to(device)
+    D = Discriminator(cfg.discriminator).to(device)
+    mediator, med_status = build_mediator(cfg.mediator, seed=cfg.train.seed)
+    if med_status.status != config["mediator_status"]:
+        raise RuntimeError(f"rank {rank}: mediator resolved to {med_status.status!r} on this node, but the driver "
+                           f"recorded {config['mediator_status']!r}; weights must be the same everywhere")
+    if mediator is not None:
+        mediator = mediator.to(device)
+    if world > 1 and cfg.ray.sync_batchnorm and device.type == "cuda":
+        G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
+        D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D)
+    betas = tuple(cfg.train.betas)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=betas)
+
+    start_step = 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+        if state["resume_hash"] != config["resume_hash"]:
+            raise RuntimeError(f"checkpoint in {config['storage']} was trained with a different config "
+                               f"(resume hash {state['resume_hash']} != {config['resume_hash']}); "
+                               "use a new --out directory")
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        torch.set_rng_state(state["rng_cpu"])
+        start_step = int(state["step"])
+    # BatchNorm: G and D each run two forwards (real, fake / D-step, G-step) per optimizer step. DDP's
+    # default buffer broadcast rewrites running stats in place between them, which breaks autograd; each
+    # replica keeps its own BN statistics instead (or SyncBatchNorm on GPU, above).
+    find_unused = cfg.generator.stochastic_depth > 0  # skipped blocks get no gradient that epoch
+    G_run = _ddp(G, device, find_unused_parameters=find_unused) if world > 1 else G
+    D_run = _ddp(D, device) if world > 1 else D
+
+    runlog = _RunLog(out_dir) if rank == 0 else None
+    if runlog:
+        runlog.write({"kind": "start", "step": start_step, "resumed": ckpt is not None, "world_size": world,
+                      "device": str(device), "total_steps": total, "steps_per_epoch": spe,
+                      "mediator": med_status.status})
+    use_bf16 = cfg.train.bf16 and device.type == "cuda"
+    autocast = lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
+    fail_marker = out_dir / f".debug_failed_at_{cfg.debug.fail_at_step}"
+
+    def save_and_report(step: int, epoch: int, metrics: dict, with_ckpt: bool) -> None:
+        if not with_ckpt:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                torch.save({"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
+                            "opt_d": opt_d.state_dict(), "step": step, "epoch": epoch,
+                            "rng_cpu": torch.get_rng_state(), "resume_hash": config["resume_hash"],
+                            "generator_config": dataclasses.asdict(cfg.generator)}, Path(tmp) / STATE_FILE)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step_{step:09d}")
+
+    step = start_step
+    acc: dict[str, list[float]] = {}
+    t_window, faces_window = time.perf_counter(), 0
+    G.train()
+    D.train()
+    while step < total:
+        epoch = step // spe
+        gen = _epoch_generator(cfg.train.seed, epoch, rank)
+        perm_hr = torch.randperm(len(hr_t), generator=gen)[:need].to(device)
+        perm_lr = torch.randperm(len(lr_t), generator=gen)[:need].to(device)
+        flips = cfg.data.flips == "horizontal"
+        flip_hr = (torch.rand(need, generator=gen) < 0.5).to(device) if flips else None
+        flip_lr = (torch.rand(need, generator=gen) < 0.5).to(device) if flips else None
+        if cfg.generator.stochastic_depth > 0:
+            # Same mask on every rank (seeded by epoch only), re-drawn each epoch as in the paper.
+            G.resample_depth(torch.Generator().manual_seed(cfg.train.seed * 7919 + epoch))
+        for i in range(step % spe, spe):
+            if step >= total:
+                break
+            if step == cfg.debug.fail_at_step and rank == cfg.debug.fail_rank and not fail_marker.exists():
+                fail_marker.touch()
+                raise RuntimeError(f"debug.fail_at_step: injected worker failure at step {step} (rank {rank})")
+            sl = slice(i * pwb, (i + 1) * pwb)
+            real = _to_float(hr_t[perm_hr[sl]], flip_hr[sl] if flips else None)
+            fl = flip_lr[sl] if flips else None
+            lr = _to_float(lr_t[perm_lr[sl]], fl)
+            pair = _to_float(pair_t[perm_lr[sl]], fl)
+            has_pair = has_t[perm_lr[sl]]
+            pretrain = step < cfg.train.pretrain_steps
+            if pretrain:
+                do_d, do_g = False, True
+            elif cfg.train.schedule == "alternate":
+                do_d = do_g = True
+            else:
+                do_d = ((step - cfg.train.pretrain_steps) // cfg.train.k) % 2 == 0
+                do_g = not do_d
+            parts: dict[str, Any] = {}
+            with autocast():
+                if do_g:
+                    sr = G_run(lr)
+                else:
+                    with torch.no_grad():
+                        sr = G_run(lr)
+            if do_d:
+                with autocast():
+                    real_logits = D_run(real)
+                    fake_logits = D_run(sr.detach())
+                    loss_d = d_loss(real_logits, fake_logits)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                parts.update(d_loss=loss_d.detach(), d_real=torch.sigmoid(real_logits.detach().float()).mean(),
+                             d_fake=torch.sigmoid(fake_logits.detach().float()).mean())
+            if do_g:
+                # D's plain module (not its DDP wrapper) scores the fakes: D is not being trained here, so
+                # its gradients must not be computed or all-reduced.
+                D.requires_grad_(False)
+                with autocast():
+                    g_fake = D(sr) if cfg.loss.adversarial > 0 and not pretrain else None
+                    loss_g, g_parts = g_losses(cfg.loss, sr, lr, g_fake, pair, has_pair, mediator, scale)
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                D.requires_grad_(True)
+                parts.update(g_loss=loss_g.detach(), **g_parts)
+                if g_fake is not None:
+                    parts["d_fake_g"] = torch.sigmoid(g_fake.detach().float()).mean()
+            step += 1
+            faces_window += pwb * world
+            for k, v in parts.items():
+                acc.setdefault(k, []).append(float(v))
+            if runlog and step % cfg.train.log_every == 0:
+                dt = time.perf_counter() - t_window
+                runlog.write({"kind": "step", "step": step, "epoch": epoch, "phase": "DG" if do_d and do_g else
+                              ("D" if do_d else ("G-pretrain" if pretrain else "G")), **{k: float(v) for k, v in parts.items()},
+                              "faces_per_s": faces_window / max(dt, 1e-9)})
+                t_window, faces_window = time.perf_counter(), 0
+            end_epoch = step % spe == 0
+            want_ckpt = step % cfg.train.checkpoint_every == 0 or step == total
+            if end_epoch or want_ckpt:
+                metrics = {"step": step, "epoch": epoch + (1 if end_epoch else 0)}
+                if end_epoch:
+                    metrics.update({k: float(np.mean(v)) for k, v in acc.items()})
+                    acc = {}
+                    if rank == 0 and (epoch + 1) % cfg.train.eval_every_epochs == 0:
+                        metrics.update(heldout_metrics(G, config["heldout"], device, scale))
+                    if runlog:
+                        runlog.write({"kind": "epoch", **metrics})
+                for k, v in parts.items():
+                    metrics.setdefault(f"last_{k}", float(v))
+                save_and_report(step, step // spe, metrics, want_ckpt)
+    if start_step >= total and rank == 0:
+        log.info("checkpoint already at step %d of %d: nothing to train", start_step, total)
+
+
+# -------------------------------------------------------------------------------------------- driver
+def _use_gpu(cfg: TrainSRGANConfig) -> bool:
+    if cfg.ray.use_gpu is not None:
+        return cfg.ray.use_gpu
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) >= 1
+
+
+def _load_state(checkpoint) -> dict:
+    import torch
+
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
+              cfg: TrainSRGANConfig | None = None) -> dict[str, Any]:
+    """Train (or resume) and export the generator; returns the summary also written as train_meta.json."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from models.export import save_generator
+    from models.srgan import Generator
+    from survsr.provenance import append_audit, atomic_write_json, code_version, library_versions
+    from survsr.ray_utils import init_ray
+
+    cfg = cfg or load_config()
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    med = resolve_status(cfg.mediator)  # fails here (before Ray starts) when weights are missing w/o fallback
+    if med.warning:
+        log.warning("mediator: %s", med.warning)
+
+    plan = plan_data(faces_dir, zssr_dir, cfg)
+    init_ray(address=cfg.ray.address or None)
+    use_gpu = _use_gpu(cfg)
+    world = cfg.ray.num_workers
+    if cfg.train.batch_size % world:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by ray.num_workers={world}")
+    pwb = cfg.train.batch_size // world
+    datasets, skipped = build_datasets(plan, cfg)
+    n_hr, n_lr = datasets["hr"].count(), datasets["lr"].count()
+    spe = min(n_hr, n_lr) // world // pwb  # streaming_split(equal=True) gives each worker n // world rows
+    if spe < 1:
+        raise ValueError(f"too few faces for one step: {n_hr} HR and {n_lr} LR faces over {world} worker(s) "
+                         f"at train.batch_size={cfg.train.batch_size}; lower the batch size")
+    total = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * spe
+    rhash = resume_hash(cfg)
+    meta_path = out_dir / "train_meta.json"
+    gen_path = out_dir / "generator.safetensors"
+    if meta_path.is_file() and gen_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if old.get("resume_hash") == rhash and old.get("final_step") == total:
+            log.info("%s: already trained to step %d with this config; nothing to do", out_dir, total)
+            return old
+
+    storage = Path(cfg.ray.storage_path).resolve() if cfg.ray.storage_path else out_dir / "ray"
+    held = decode_heldout(plan["heldout"], cfg)
+    loop_cfg = {
+        "cfg": to_dict(cfg), "out_dir": str(out_dir), "storage": str(storage / cfg.ray.name),
+        "per_worker_batch": pwb, "steps_per_epoch": spe, "total_steps": total, "resume_hash": rhash,
+        "mediator_status": med.status, "heldout": held,
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_cfg,
+        scaling_config=ray.train.ScalingConfig(num_workers=world, use_gpu=use_gpu,
+                                               resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=cfg.ray.name, storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+        ),
+        datasets=datasets,
+    )
+    log.info("training: %d HR (real) / %d LR faces, %d worker(s)%s, %d steps (%d per epoch), mediator %s",
+             n_hr, n_lr, world, " on GPU" if use_gpu else "", total, spe, med.status)
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"{storage / cfg.ray.name}: training finished without a checkpoint")
+    state = _load_state(result.checkpoint)
+    G = Generator(GeneratorConfig(**state["generator_config"]))
+    G.load_state_dict(state["G"])
+    chash = config_hash(cfg)
+    gen_meta = {"stage": STAGE, "config_hash": chash, "resume_hash": rhash, "step": int(state["step"]),
+                "mediator": med.to_dict(), "manifests": plan["manifests"], "code_version": code_version()}
+    gen_sha = save_generator(G, gen_path, gen_meta)
+    atomic_write_json(out_dir / "generator.json", {"generator_config": state["generator_config"],
+                                                   "sha256": gen_sha, "path": gen_path.name})
+    final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    summary = {
+        "stage": STAGE, "config": to_dict(cfg), "config_hash": chash, "resume_hash": rhash,
+        "inputs": {"faces_dir": str(Path(faces_dir).resolve()), "zssr_dir": str(Path(zssr_dir).resolve()),
+                   **plan["manifests"]},
+        "counts": {**plan["counts"], "hr_decoded": n_hr, "lr_decoded": n_lr, "skipped": len(skipped),
+                   "heldout_decoded": int(len(held["lr"]))},
+        "skipped": skipped,
+        "mediator": med.to_dict(), "mediator_status": med.status,
+        "world_size": world, "device": "cuda" if use_gpu else "cpu", "per_worker_batch": pwb,
+        "steps_per_epoch": spe, "total_steps": total, "final_step": int(state["step"]),
+        "final_metrics": final, "generator": {"path": gen_path.name, "sha256": gen_sha},
+        "checkpoint": str(result.checkpoint.path), "storage": str(storage / cfg.ray.name),
+        "seconds": round(time.perf_counter() - t0, 2), "code_version": code_version(),
+        "libraries": library_versions(),
+    }
+    atomic_write_json(meta_path, summary)
+    append_audit(out_dir, {"stage": STAGE, "config_hash": chash, "generator_sha256": gen_sha,
+                           "final_step": summary["final_step"], "mediator": med.status})
+    log.info("generator %s (sha256 %s) after %d steps; mediator %s", gen_path, gen_sha[:12],
+             summary["final_step"], med.status)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from survsr.cli import add_config_args
+
+    parser.add_argument("--faces", default=None, help="ingest output dir (faces.parquet)")
+    parser.add_argument("--zssr", default=None, help="ZSSR output dir (zssr.parquet)")
+    parser.add_argument("--out", default=None, help="run dir (re-running the same command resumes)")
+    parser.add_argument("overrides_pos", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    add_config_args(parser, "srgan.yaml")
+
+
+def main(args: argparse.Namespace) -> int:
+    from survsr.cli import split_overrides
+
+    split_overrides(args, "overrides_pos")
+    if args.overrides_pos:
+        raise ConfigError(f"unexpected arguments {args.overrides_pos} (overrides look like key.sub=value)")
+    cfg = load_config(args.config, args.overrides)
+    faces = args.faces or cfg.inputs.faces
+    zssr = args.zssr or cfg.inputs.zssr
+    out = args.out or cfg.inputs.out
+    if not (faces and zssr and out):
+        raise ConfigError("need --faces, --zssr and --out (or inputs.faces/zssr/out in the config)")
+    try:
+        summary = run_train(faces, zssr, out, cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        print(f"survsr train: {exc}", flush=True)
+        return 1
+    print(json.dumps({k: summary[k] for k in ("final_step", "mediator_status", "generator", "seconds")},
+                     default=str))
+    return 0
+
+
+if __name__ == "__main__":  # `ray job submit ... -- python -m pipelines.train_srgan --config ...`
+    import sys
+
+    from survsr.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))

@@ -1,0 +1,153 @@
+"""SRGAN models, VGG-19 mediator, losses and export (CPU, no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.export import load_generator, read_metadata, save_generator
+from models.losses import LossConfig, bicubic_down, d_loss, g_losses
+from models.mediator import (STATUS_IMAGENET, STATUS_OFF, STATUS_RANDOM, STATUS_RANDOM_FALLBACK, MediatorConfig,
+                             build_mediator, feature_index, hub_cache_file, resolve_status)
+from models.srgan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+
+
+def _tiny_g(**kw) -> Generator:
+    torch.manual_seed(0)
+    return Generator(GeneratorConfig(channels=8, n_blocks=4, **kw))
+
+
+@pytest.mark.parametrize("upsample", ["pixelshuffle", "nearest"])
+def test_generator_shapes(upsample):
+    g = _tiny_g(upsample=upsample).eval()
+    assert g(torch.rand(2, 3, 32, 32)).shape == (2, 3, 64, 64)
+    g4 = Generator(GeneratorConfig(channels=8, n_blocks=1, scale=4, upsample=upsample))
+    assert g4(torch.rand(1, 3, 16, 16)).shape == (1, 3, 64, 64)
+    assert len(g4.upsample) == 2  # log2(scale) blocks
+
+
+def test_generator_paper_layout():
+    g = Generator()
+    assert len(g.blocks) == 16 and g.head[0].kernel_size == (9, 9) and g.tail.kernel_size == (9, 9)
+    assert isinstance(g.trunk_tail[1], torch.nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_discriminator_logits_any_size(size):
+    d = Discriminator(DiscriminatorConfig(channels=8, dense=16, input_size=size))
+    convs = [m for m in d.features if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 8 and [c.stride[0] for c in convs] == [1, 2] * 4
+    assert [c.out_channels for c in convs] == [8, 8, 16, 16, 32, 32, 64, 64]
+    assert d(torch.rand(3, 3, size, size)).shape == (3,)
+    full = Discriminator()
+    assert [c.out_channels for c in full.features if isinstance(c, torch.nn.Conv2d)][-1] == 512
+
+
+def test_stochastic_depth_skips_in_training_only():
+    g = _tiny_g(stochastic_depth=0.5)
+    mask = g.resample_depth(torch.Generator().manual_seed(0))
+    assert any(mask) and not all(mask)
+    calls = []
+    for b in g.blocks:
+        b.register_forward_hook(lambda m, i, o: calls.append(m))
+    x = torch.rand(2, 3, 32, 32)
+    g.train()
+    g(x)
+    assert len(calls) == len(mask) - sum(mask)  # skipped blocks never ran
+    calls.clear()
+    g.eval()
+    y1 = g(x)
+    assert len(calls) == len(g.blocks)  # inference: every block, whatever the last mask was
+    g.resample_depth(torch.Generator().manual_seed(99))
+    assert torch.equal(g(x), y1)  # eval output does not depend on the drawn mask
+    # same mask on every worker when drawn from the same seed
+    assert _tiny_g(stochastic_depth=0.5).resample_depth(torch.Generator().manual_seed(0)) == mask
+
+
+def test_stochastic_depth_eval_scales_residuals():
+    torch.manual_seed(1)
+    g0 = Generator(GeneratorConfig(channels=8, n_blocks=2))
+    g1 = Generator(GeneratorConfig(channels=8, n_blocks=2, stochastic_depth=0.5))
+    g1.load_state_dict(g0.state_dict())
+    x = torch.rand(1, 3, 32, 32)
+    assert not torch.allclose(g0.eval()(x), g1.eval()(x))  # residuals weighted by survival prob 0.5
+    g1.cfg.stochastic_depth = 0.0
+    assert torch.equal(g0(x), g1(x))
+
+
+def test_mediator_layers():
+    assert feature_index("VGG54") == 35 and feature_index("conv5_4", after_activation=False) == 34
+    assert feature_index("VGG22") == 8 and feature_index("relu1_1") == 1
+    with pytest.raises(ValueError):
+        feature_index("VGG25")
+
+
+def test_mediator_missing_weights_is_an_error_unless_fallback_is_explicit(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match="allow_fallback"):
+        resolve_status(MediatorConfig())
+    st = resolve_status(MediatorConfig(allow_fallback=True))
+    assert st.status == STATUS_RANDOM_FALLBACK and "RANDOM-INIT" in st.warning and str(tmp_path) in st.warning
+    off = resolve_status(MediatorConfig(allow_fallback=True, fallback="off"))
+    assert off.status == STATUS_OFF and not off.enabled
+    assert resolve_status(MediatorConfig(weights="random")).status == STATUS_RANDOM
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        resolve_status(MediatorConfig(weights="file", file=str(tmp_path / "nope.pth")))
+    # present in the hub cache -> ImageNet, found by looking only (the file is never fetched)
+    cached = hub_cache_file()
+    assert str(cached).startswith(str(tmp_path))
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    st = resolve_status(MediatorConfig())
+    assert st.status == STATUS_IMAGENET and st.source == str(cached) and st.feature_index == 35
+
+
+def test_mediator_frozen_eval_and_deterministic():
+    m, st = build_mediator(MediatorConfig(weights="random", layer="VGG22"), seed=5)
+    assert st.status == STATUS_RANDOM and len(m.features) == 9
+    assert not any(p.requires_grad for p in m.parameters())
+    m.train()
+    assert not m.training
+    m2, _ = build_mediator(MediatorConfig(weights="random", layer="VGG22"), seed=5)
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.equal(m(x), m2(x))  # every worker builds the same random VGG
+    assert build_mediator(MediatorConfig(weights="off"))[0] is None
+
+
+def test_losses():
+    hi = torch.full((4,), 20.0)
+    assert float(d_loss(hi, -hi)) < 1e-6 and float(d_loss(-hi, hi)) > 30
+    torch.manual_seed(0)
+    lr = torch.rand(2, 3, 32, 32)
+    sr = torch.rand(2, 3, 64, 64, requires_grad=True)
+    pair = sr.detach().clone()
+    pair[1] = 1 - pair[1]  # sample 1 would have a large pixel error, but it has no pseudo-pair
+    has = torch.tensor([True, False])
+    cfg = LossConfig(adversarial=1.0, content=1.0, pixel=1.0, lr_consistency=1.0)
+    med, _ = build_mediator(MediatorConfig(weights="random", layer="VGG22"))
+    total, parts = g_losses(cfg, sr, lr, torch.zeros(2), pair, has, med, scale=2)
+    assert float(parts["g_pix"]) == 0.0 and float(parts["g_vgg"]) == 0.0  # masked to the paired sample
+    assert abs(float(parts["g_adv"]) - 0.6931) < 1e-3
+    expect_lrc = float((bicubic_down(sr.detach(), 2) - lr).abs().mean())
+    assert abs(float(parts["g_lrc"]) - expect_lrc) < 1e-6
+    total.backward()
+    assert torch.isfinite(sr.grad).all()
+    _, parts = g_losses(cfg, sr, lr, None, pair, torch.tensor([False, False]), med)
+    assert set(parts) == {"g_lrc"}  # no pseudo-pair -> content and pixel terms are off
+    # LR consistency is ~0 for an image whose downscale is the input
+    _, parts = g_losses(LossConfig(adversarial=0, content=0), pair, bicubic_down(pair, 2), None)
+    assert float(parts["g_lrc"]) < 1e-6
+
+
+def test_export_roundtrip_identical_output(tmp_path):
+    g = _tiny_g(stochastic_depth=0.25)
+    g.train()
+    g(torch.rand(4, 3, 32, 32))  # move BN running stats off their init
+    g.eval()
+    sha = save_generator(g, tmp_path / "g.safetensors", {"note": "test"})
+    back = load_generator(tmp_path / "g.safetensors")
+    x = torch.rand(3, 3, 32, 32)
+    assert torch.equal(g(x), back(x)) and not back.training
+    meta = read_metadata(tmp_path / "g.safetensors")
+    assert meta["generator_config"]["stochastic_depth"] == 0.25 and meta["metadata"]["note"] == "test"
+    assert len(sha) == 64
