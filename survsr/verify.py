@@ -49,6 +49,7 @@ PRIMARY_PATH_COLUMNS = ("hr_path", "sr_path", "enhanced_path", "output_path", "o
 ROW_ID_COLUMNS = ("crop_id", "id", "name", "frame_index")
 _MIN_SEARCH_DEPTH = 2       # never search /, /tmp, /work ... for moved parents
 _MAX_SEARCH_FILES = 200_000
+_MAX_SIDECAR_BYTES = 50 << 20
 
 
 class VerifyUsageError(ValueError):
@@ -177,11 +178,18 @@ class _VideoProbe:
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
+                tb = stream.time_base
+                rate = stream.average_rate or stream.guessed_rate or 25
+                # Same clock as video.decode: seconds from the stream's start (first pts if unknown).
+                origin = stream.start_time
                 for frame in container.decode(stream):
                     i = len(self.times)
-                    t = frame.time if frame.time is not None else (
-                        float(frame.pts * stream.time_base) if frame.pts is not None else float("nan"))
-                    self.times.append(float(t))
+                    if frame.pts is not None and tb is not None:
+                        origin = frame.pts if origin is None else origin
+                        t = float((frame.pts - origin) * tb)
+                    else:
+                        t = float(i / rate)
+                    self.times.append(t)
                     self.size = (frame.width, frame.height)
                     if i in keep:
                         self.frames[i] = frame.to_ndarray(format="rgb24")
@@ -203,6 +211,8 @@ class Verifier:
         self.name_index: dict[Path, dict[str, list[Path]]] = {}
         self.frame_checks: dict[Path, list[tuple[_Node, dict[str, Any]]]] = {}
         self.manifest_errors: list[Problem] = []
+        self.sidecar_of: dict[Path, tuple[Path, dict[str, Any]]] = {}
+        self.sidecar_dirs: set[Path] = set()
 
     # ------------------------------------------------------------------ manifests
     def load_manifest(self, path: Path) -> list[Path]:
@@ -237,11 +247,62 @@ class Verifier:
                 if not rel:
                     continue
                 f = Path(rel)
-                f = _resolve(f if f.is_absolute() else path.parent / f)
+                if f.is_absolute():
+                    f = _resolve(f)
+                else:
+                    # Contract: relative to the manifest's directory. Internal part manifests (ingest's
+                    # parts/*.parquet) are relative to the run directory above: accept the first that exists.
+                    cands = [path.parent / f, path.parent.parent / f, path.parent.parent.parent / f]
+                    f = _resolve(next((c for c in cands if c.is_file()), cands[0]))
                 self.manifest_refs.setdefault(f, []).append(
                     _ManifestRef(path, row_id, pcol, scol, row.get(scol), row))
                 files.append(f)
         return files
+
+    def load_sidecar(self, side: Path) -> list[Path]:
+        """Index a JSON sidecar (any JSON object with a top-level ``survsr:provenance`` document) by the
+        file it describes: ``file`` or ``path`` (relative to the sidecar), else ``<name>.provenance.json``
+        -> ``<name>``. A sidecar whose ``crops`` list holds {path, sha256} entries (enhance's faces mode)
+        is also a manifest of those files. Returns the described files; [] for other JSON."""
+        side = _resolve(side)
+        try:
+            if side.stat().st_size > _MAX_SIDECAR_BYTES:
+                return []
+            rec = json.loads(side.read_text())
+        except (OSError, ValueError):
+            if side.name.endswith(SIDECAR_SUFFIX):
+                self.manifest_errors.append(Problem(MODIFIED, str(side), "sidecar", "unreadable JSON"))
+            return []
+        if not isinstance(rec, dict) or PROVENANCE_KEY not in rec:
+            return []
+        rel = rec.get("file") or rec.get("path")
+        if rel:
+            target = _resolve(side.parent / str(rel))
+        elif side.name.endswith(SIDECAR_SUFFIX):
+            target = _resolve(side.with_name(side.name[: -len(SIDECAR_SUFFIX)]))
+        else:
+            return []
+        files = []
+        crops = rec.get("crops")
+        if isinstance(crops, list):
+            for i, c in enumerate(crops):
+                if isinstance(c, dict) and c.get("path"):
+                    f = _resolve(side.parent / str(c["path"]))
+                    self.manifest_refs.setdefault(f, []).append(
+                        _ManifestRef(side, f"crops[{i}]", "path", "sha256", c.get("sha256"), c))
+                    files.append(f)
+        if not target.is_dir():
+            self.sidecar_of[target] = (side, rec)
+            files.append(target)
+        return files
+
+    def scan_sidecars(self, d: Path) -> None:
+        if d in self.sidecar_dirs:
+            return
+        self.sidecar_dirs.add(d)
+        for j in sorted(d.glob("*.json")):
+            if not _is_temp(j):
+                self.load_sidecar(j)
 
     def scan_ancestor_manifests(self, file: Path, levels: int = 4) -> None:
         """A file given alone: find the manifests that list it in its directory and a few above."""
@@ -252,6 +313,8 @@ class Verifier:
                 for m in sorted(d.glob("*.parquet")):
                     if not _is_temp(m):
                         self.load_manifest(m)
+            if d == file.parent or d == file.parent.parent:
+                self.scan_sidecars(d)
             if d.parent == d:
                 break
             d = d.parent
@@ -296,6 +359,14 @@ class Verifier:
                     return c
         return existing[0] if existing else None
 
+    def _find_by_sha(self, sha: str, roots: list[Path]) -> Path | None:
+        for root in roots:
+            for paths in self._names_under(root).values():
+                for c in paths:
+                    if self.sha(_resolve(c)) == sha:
+                        return _resolve(c)
+        return None
+
     # ------------------------------------------------------------------ one file
     def node(self, path: Path) -> _Node:
         path = _resolve(path)
@@ -315,20 +386,17 @@ class Verifier:
                                      f"sha256 ({ref.manifest.name} column {ref.sha_column}, {ref.row_id})",
                                      "file bytes differ from the manifest", ref.expected_sha, n.sha))
         docs: list[tuple[str, dict[str, Any]]] = []
-        side = sidecar_path(path)
-        if side.is_file():
-            try:
-                sc = json.loads(side.read_text())
-                n.recorded = True
-                if sc.get("sha256") != n.sha:
-                    n.own.append(Problem(MODIFIED, str(path), f"sha256 (sidecar {side.name})",
-                                         "file bytes differ from the sidecar", sc.get("sha256"), n.sha))
-                if isinstance(sc.get(PROVENANCE_KEY), dict):
-                    docs.append(("sidecar", sc[PROVENANCE_KEY]))
-                else:
-                    n.own.append(Problem(MODIFIED, str(side), PROVENANCE_KEY, "sidecar has no provenance document"))
-            except (OSError, json.JSONDecodeError) as exc:
-                n.own.append(Problem(MODIFIED, str(side), "sidecar", f"unreadable: {exc}"))
+        if path in self.sidecar_of:
+            side, sc = self.sidecar_of[path]
+            n.recorded = True
+            if sc.get("sha256") != n.sha:
+                n.own.append(Problem(MODIFIED, str(path), f"sha256 (sidecar {side.name})",
+                                     "file bytes differ from the sidecar", sc.get("sha256"), n.sha))
+            if isinstance(sc.get(PROVENANCE_KEY), dict):
+                docs.append(("sidecar", sc[PROVENANCE_KEY]))
+            else:
+                n.own.append(Problem(MODIFIED, str(side), PROVENANCE_KEY, "sidecar's provenance is not an object"))
+            self._check_row(n, sc, side, "top level", docs[-1][1] if docs else None)
         if path.suffix.lower() == ".png":
             self._png(n, docs)
         if len(docs) > 1 and docs[0][1] != docs[1][1]:
@@ -386,10 +454,13 @@ class Verifier:
         bases = [n.path.parent, *n.path.parents]
         bases += [r.manifest.parent for r in self.manifest_refs.get(n.path, [])]
         roots = list(n.path.parents)[:3] + self.source_roots
+        src_sha = (doc.get("source") or {}).get("sha256") if isinstance(doc.get("source"), dict) else None
         for i, par in enumerate(parents):
             if not isinstance(par, dict) or "path" not in par:
                 n.own.append(Problem(MODIFIED, f, f"parents[{i}]", "malformed parent record"))
                 continue
+            if src_sha and par.get("sha256") == src_sha:
+                continue  # the source video itself: checked (hash, frame, box) by _check_source
             found = self._find(str(par["path"]), par.get("sha256"), bases, roots)
             if found is None:
                 n.own.append(Problem(SOURCE_MISSING, str(par["path"]), f"parents[{i}].path",
@@ -410,20 +481,32 @@ class Verifier:
         self._check_models(n, stages)
 
     def _check_manifest_fields(self, n: _Node) -> None:
-        """The manifest row and the embedded document must tell the same story."""
-        src = n.doc.get("source") if isinstance(n.doc.get("source"), dict) else {}
         for ref in self.manifest_refs.get(n.path, []):
-            row = ref.row
-            where = f"{ref.manifest.name} {ref.row_id}"
-            checks = [("source_sha256", src.get("sha256"), "source.sha256"),
-                      ("frame_index", src.get("frame_index"), "source.frame_index")]
-            if isinstance(src.get("box"), (list, tuple)) and len(src["box"]) == 4:
-                checks += [(c, v, f"source.box[{j}]") for j, (c, v) in
-                           enumerate(zip(("box_x", "box_y", "box_w", "box_h"), src["box"]))]
-            for col, val, fld in checks:
-                if col in row and val is not None and row[col] is not None and row[col] != val:
-                    n.own.append(Problem(MODIFIED, str(ref.manifest), f"{col} ({where})",
-                                         f"manifest disagrees with {n.path.name}'s {fld}", val, row[col]))
+            self._check_row(n, ref.row, ref.manifest, ref.row_id, n.doc)
+
+    def _check_row(self, n: _Node, row: dict[str, Any], where_file: Path, row_id: str,
+                   doc: dict[str, Any] | None) -> None:
+        """A manifest row (or sidecar) and the embedded document must tell the same story."""
+        if not isinstance(doc, dict):
+            return
+        src = doc.get("source") if isinstance(doc.get("source"), dict) else {}
+        checks = [("source_sha256", src.get("sha256"), "source.sha256"),
+                  ("frame_index", src.get("frame_index"), "source.frame_index"),
+                  ("box", src.get("box"), "source.box")]
+        if isinstance(src.get("box"), (list, tuple)) and len(src["box"]) == 4:
+            checks += [(c, v, f"source.box[{j}]") for j, (c, v) in
+                       enumerate(zip(("box_x", "box_y", "box_w", "box_h"), src["box"]))]
+        for col, val, fld in checks:
+            got = row.get(col)
+            if isinstance(got, tuple):
+                got = list(got)
+            if got is not None and val is not None and got != val:
+                n.own.append(Problem(MODIFIED, str(where_file), f"{col} ({where_file.name} {row_id})",
+                                     f"disagrees with {n.path.name}'s {fld}", val, got))
+        t, got = src.get("time_s"), row.get("time_s")
+        if t is not None and got is not None and abs(float(t) - float(got)) > 1e-4:
+            n.own.append(Problem(MODIFIED, str(where_file), f"time_s ({where_file.name} {row_id})",
+                                 f"disagrees with {n.path.name}'s source.time_s", t, got))
 
     def _check_marking(self, n: _Node) -> None:
         rec = n.doc.get("marking")
@@ -463,12 +546,17 @@ class Verifier:
         if src is None:
             return
         f = str(n.path)
-        if not isinstance(src, dict) or not src.get("path") or not src.get("sha256"):
-            n.own.append(Problem(MODIFIED, f, "source", "source record lacks path or sha256"))
+        if not isinstance(src, dict) or not src.get("sha256"):
+            n.own.append(Problem(MODIFIED, f, "source", "source record lacks sha256"))
             return
-        found = self._find(str(src["path"]), src["sha256"], [n.path.parent], self.source_roots)
+        if src.get("path"):
+            found = self._find(str(src["path"]), src["sha256"], [n.path.parent], self.source_roots)
+        else:  # an upload that was never stored: only --source-root can bring it back (by hash)
+            found = self._find_by_sha(src["sha256"], self.source_roots)
         if found is None:
-            n.own.append(Problem(SOURCE_MISSING, str(src["path"]), "source.path", "source video not found"))
+            where = src.get("path") or f"(upload, sha256 {src['sha256'][:16]}...)"
+            n.own.append(Problem(SOURCE_MISSING, str(where), "source.path",
+                                 "source not found" + ("" if src.get("path") else "; pass --source-root DIR")))
             return
         actual = self.sha(found)
         if actual != src["sha256"]:
@@ -584,14 +672,17 @@ def _expand(paths: Iterable[str | os.PathLike], v: Verifier) -> list[Path]:
                     continue
                 if f.suffix.lower() == ".png" or f.suffix.lower() in VIDEO_EXTS:
                     targets.append(f)
-                elif f.name.endswith(SIDECAR_SUFFIX):
-                    targets.append(f.with_name(f.name[: -len(SIDECAR_SUFFIX)]))
+                elif f.suffix == ".json":
+                    targets += v.load_sidecar(f)
             if not targets and not found:
                 raise VerifyUsageError(f"{raw}: no outputs, manifests or sidecars to verify")
         elif p.suffix == ".parquet":
             targets += v.load_manifest(p)
-        elif p.name.endswith(SIDECAR_SUFFIX):
-            targets.append(p.with_name(p.name[: -len(SIDECAR_SUFFIX)]))
+        elif p.suffix == ".json":
+            files = v.load_sidecar(p)
+            if not files:
+                raise VerifyUsageError(f"{raw}: not a survsr sidecar (no {PROVENANCE_KEY} document)")
+            targets += files
         else:
             targets.append(p)
     seen: dict[Path, None] = {}
