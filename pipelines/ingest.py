@@ -459,7 +459,7 @@ def _ray_wave(videos: list[dict], out_dir: Path, cfg: IngestConfig) -> dict[str,
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cfg.ray.detect_cpus,
                         fn_constructor_kwargs={"detector": to_dict(cfg.detector), "crops": to_dict(cfg.crops),
                                                "threads": threads})
-    ds = ds.groupby("video_id").map_groups(_select_udf, batch_format="pyarrow",
+    ds = ds.groupby("video_id", num_partitions=max(1, len(videos))).map_groups(_select_udf, batch_format="pyarrow",
                                            fn_kwargs={"tracker": to_dict(cfg.tracker),
                                                       "select": to_dict(cfg.select)})
     ds = ds.map_batches(_write_udf, batch_size=32, batch_format="pyarrow", num_cpus=0.5,

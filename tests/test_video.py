@@ -1,0 +1,202 @@
+"""video/: decoding (formats, sampling, bad inputs), Haar detection on real faces, tracking, crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from video.crops import make_lr, sharpness
+from video.decode import VideoError, expand_inputs, iter_frames, probe
+from video.detect import DetectorConfig, Detection, expand_box, iou, make_detector
+from video.synth import background, moving_face_frames, write_clip
+from video.track import SelectConfig, TrackerConfig, link_tracks, select_best
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return make_detector(DetectorConfig())
+
+
+@pytest.fixture(scope="module")
+def carphone_detections(carphone, detector):
+    out = {}
+    for name in ("pristine", "distorted"):
+        out[name] = [(f.index, f.time_s, detector.detect(f.image)) for f in iter_frames(carphone[name])]
+    return out
+
+
+@pytest.fixture(scope="module")
+def astronaut_clip(tmp_path_factory):
+    frames, boxes = moving_face_frames(n=24, width=224, height=168, sizes=(40, 20))
+    path = write_clip(tmp_path_factory.mktemp("clips") / "astronaut.mp4", frames, fps=25)
+    return path, boxes
+
+
+# ------------------------------------------------------------------------------------------ decoding
+def test_carphone_decodes_with_index_and_time(carphone):
+    frames = list(iter_frames(carphone["pristine"]))
+    assert len(frames) == 120
+    assert [f.index for f in frames] == list(range(120))
+    assert frames[0].image.shape == (144, 176, 3) and frames[0].image.dtype == np.uint8
+    # 29.97 fps: frame 30 is at 30 * 1001 / 30000 s
+    assert frames[30].time_s == pytest.approx(30 * 1001 / 30000, abs=1e-6)
+    assert probe(carphone["pristine"])["frames"] == 120
+
+
+def test_sampling_options(carphone):
+    p = carphone["pristine"]
+    assert [f.index for f in iter_frames(p, stride=7, max_frames=4)] == [0, 7, 14, 21]
+    assert [f.index for f in iter_frames(p, fps=10)][:5] == [0, 3, 6, 9, 12]
+    assert len(list(iter_frames(p, fps=10))) == 40
+    window = list(iter_frames(p, start_s=1.0, end_s=1.5))
+    assert window[0].index == 30 and all(1.0 <= f.time_s < 1.5 for f in window) and len(window) == 15
+
+
+@pytest.mark.parametrize("ext,codec", [(".mkv", "libx264"), (".avi", "mpeg4"), (".mov", "mjpeg"), (".ts", "mpeg2video"),
+                                       (".webm", "libvpx")])
+def test_containers_and_codecs(tmp_path, ext, codec):
+    bg = background(96, 64)
+    frames = [np.roll(bg, 3 * i, axis=1) for i in range(10)]
+    path = write_clip(tmp_path / f"clip{ext}", frames, fps=10, codec=codec)
+    got = list(iter_frames(path))
+    assert len(got) == 10 and got[0].image.shape == (64, 96, 3)
+    assert got[5].time_s == pytest.approx(0.5, abs=0.02)
+    # lossy codecs: still close to what was encoded
+    assert np.abs(got[5].image.astype(int) - frames[5].astype(int)).mean() < 12
+
+
+def test_expand_inputs_dir_glob_missing(tmp_path):
+    (tmp_path / "a").mkdir()
+    for name in ("a/x.mp4", "a/y.MKV", "a/notes.txt", "z.avi"):
+        (tmp_path / name).write_bytes(b"0")
+    got = expand_inputs([tmp_path / "a", str(tmp_path / "*.avi"), "rtsp://127.0.0.1/cam", "/nope/missing.mp4"])
+    assert got == [str(tmp_path / "a/x.mp4"), str(tmp_path / "a/y.MKV"), str(tmp_path / "z.avi"),
+                   "rtsp://127.0.0.1/cam", "/nope/missing.mp4"]
+
+
+def _bad_inputs(tmp_path, carphone):
+    data = carphone["pristine"].read_bytes()
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("this is not a video\n")
+    (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 2])  # moov atom at the end: lost
+    return data
+
+
+def test_bad_inputs_name_the_file(tmp_path, carphone):
+    _bad_inputs(tmp_path, carphone)
+    cases = {"empty.mp4": "empty file (0 bytes)", "text.mp4": "not a readable video",
+             "truncated.mp4": "not a readable video", "missing.mp4": "no such file"}
+    for name, reason in cases.items():
+        path = tmp_path / name
+        with pytest.raises(VideoError) as err:
+            list(iter_frames(path))
+        assert str(err.value).startswith(str(path)) and reason in str(err.value), str(err.value)
+
+
+def test_truncated_faststart_keeps_frames_then_raises(tmp_path):
+    frames = [np.roll(background(128, 96), 5 * i, axis=1) for i in range(40)]
+    full = write_clip(tmp_path / "full.mp4", frames, fps=25, container_options={"movflags": "faststart"})
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    got = []
+    with pytest.raises(VideoError) as err:
+        for f in iter_frames(cut):
+            got.append(f.index)
+    assert 5 <= len(got) < 40 and got == list(range(len(got)))
+    assert str(err.value).startswith(str(cut)) and "truncated" in str(err.value)
+    assert err.value.frames_decoded == len(got)
+
+
+# ----------------------------------------------------------------------------------------- detection
+def test_carphone_pristine_face_in_most_frames_one_track(carphone_detections):
+    dets = carphone_detections["pristine"]
+    with_face = sum(1 for _, _, d in dets if d)
+    assert with_face >= 60, with_face
+    items = [(i, t, d.raw_box) for i, t, ds in dets for d in ds]
+    tracks = link_tracks(items, TrackerConfig())
+    assert set(tracks) - {-1} == {0}
+    assert tracks.count(0) >= 60
+    # boxes: square after margin, inside the frame, detector label and score set
+    for _, _, ds in dets:
+        for d in ds:
+            x, y, w, h = d.box
+            assert x >= 0 and y >= 0 and x + w <= 176 and y + h <= 144 and w == h
+            assert d.detector == "haar-frontal" and d.score > 0
+
+
+def test_carphone_distorted_still_detected(carphone_detections):
+    with_face = sum(1 for _, _, d in carphone_detections["distorted"] if d)
+    assert with_face >= 10, with_face
+
+
+def test_astronaut_small_moving_face(astronaut_clip, detector):
+    path, truth = astronaut_clip
+    items, hits = [], 0
+    for f in iter_frames(path):
+        ds = detector.detect(f.image)
+        for d in ds:
+            items.append((f.index, f.time_s, d.raw_box))
+        best = max((iou(d.raw_box, truth[f.index]) for d in ds), default=0.0)
+        hits += best >= 0.5
+    assert hits >= 0.7 * len(truth), hits
+    tracks = link_tracks(items, TrackerConfig())
+    kept = [(it, t) for it, t in zip(items, tracks) if t >= 0]
+    assert {t for _, t in kept} == {0}
+    assert all(iou(it[2], truth[it[0]]) >= 0.5 for it, _ in kept)
+    # the smallest faces (20-26 px) are found too: the detector upsamples for them
+    assert any(truth[it[0]][2] <= 26 for it, _ in kept)
+
+
+def test_no_face_in_background(detector):
+    assert detector.detect(background(224, 168, seed=5)) == []
+
+
+def test_detector_config_validation():
+    with pytest.raises(ValueError):
+        make_detector(DetectorConfig(min_face=2))
+    with pytest.raises(ValueError, match="unknown detector kind"):
+        make_detector(DetectorConfig(kind="yolo"))  # type: ignore[arg-type]
+
+
+def test_expand_box_square_and_inside():
+    assert expand_box((10, 10, 20, 20), 0.25, 100, 100) == (5, 5, 30, 30)
+    assert expand_box((0, 0, 20, 20), 0.5, 100, 100) == (0, 0, 40, 40)  # shifted inward, still square
+    assert expand_box((90, 50, 20, 20), 0.0, 100, 80) == (80, 50, 20, 20)
+    assert expand_box((0, 0, 60, 60), 0.5, 100, 50) == (0, 0, 100, 50)  # larger than the frame: clipped
+
+
+# ------------------------------------------------------------------------------------ tracking, crops
+def test_tracker_two_people_and_gap():
+    a = [(i, i / 25, (10 + i, 10, 30, 30)) for i in range(20)]
+    b = [(i, i / 25, (150 - i, 60, 28, 28)) for i in range(5, 20)]
+    late = [(i, i / 25, (30, 10, 30, 30)) for i in range(200, 205)]  # 7 s later: a new track
+    blip = [(3, 3 / 25, (100, 100, 20, 20))]  # single false positive
+    tracks = link_tracks(a + b + late + blip, TrackerConfig(max_gap_s=2.0, min_detections=3))
+    assert tracks[:20] == [0] * 20 and tracks[20:35] == [1] * 15 and tracks[35:40] == [2] * 5
+    assert tracks[40] == -1
+
+
+def test_select_best_prefers_sharp_and_large():
+    items = [(0, 10.0, 40), (1, 500.0, 40), (2, 500.0, 80), (3, 5.0, 20), (4, 499.0, 80)]
+    assert select_best(items, SelectConfig(best_k=2)) == [2, 4]
+    assert select_best(items, SelectConfig(best_k=3, min_frame_gap=2)) == [0, 2, 4]
+    assert select_best(items, SelectConfig(best_k=3, min_frame_gap=3)) == [2]
+    assert select_best(items, SelectConfig(best_k=0)) == [0, 1, 2, 3, 4]
+
+
+def test_lr_never_silently_upscaled():
+    big = np.random.default_rng(0).integers(0, 255, (70, 70, 3), dtype=np.uint8)
+    lr, method = make_lr(big, 32)
+    assert lr.shape == (32, 32, 3) and method == "area"
+    small, method = make_lr(big[:20, :20], 32)
+    assert small.shape == (32, 32, 3) and method == "bicubic-upscale"
+    same, method = make_lr(big[:32, :32], 32)
+    assert method == "none" and np.array_equal(same, big[:32, :32])
+    blurred = np.full((64, 64, 3), 128, np.uint8)
+    assert sharpness(big) > 100 * (sharpness(blurred) + 1e-3)
+
+
+def test_detection_contract():
+    d = Detection(box=(1, 2, 3, 4), score=1.0, detector="haar-frontal")
+    assert d.box == (1, 2, 3, 4) and isinstance(d.score, float)
