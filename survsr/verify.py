@@ -382,8 +382,9 @@ class Verifier:
         for ref in self.manifest_refs.get(path, []):
             n.recorded = True
             if ref.expected_sha != n.sha:
-                n.own.append(Problem(MODIFIED, str(path),
-                                     f"sha256 ({ref.manifest.name} column {ref.sha_column}, {ref.row_id})",
+                where = (f"{ref.manifest.name} {ref.row_id}.{ref.sha_column}" if ref.manifest.suffix == ".json"
+                         else f"{ref.manifest.name} column {ref.sha_column}, {ref.row_id}")
+                n.own.append(Problem(MODIFIED, str(path), f"sha256 ({where})",
                                      "file bytes differ from the manifest", ref.expected_sha, n.sha))
         docs: list[tuple[str, dict[str, Any]]] = []
         if path in self.sidecar_of:
