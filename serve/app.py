@@ -1,0 +1,503 @@
+"""The enhancement service on Ray Serve: a FastAPI ingress in front of a batching model deployment.
+
+    serve run configs/serve.yaml          # Ray Serve's own CLI
+    survsr serve [--generator G] [--port P] [key=value ...]
+
+Endpoints (OpenAPI at /docs and /openapi.json):
+    GET  /healthz                       model loaded, device, model sha256, batch statistics
+    POST /v1/enhance                    image bytes (PNG/JPEG) -> PNG x2 (provenance in a tEXt chunk)
+    POST /v1/faces                      image bytes -> JSON: detected boxes + enhanced crops (base64 PNG)
+    POST /v1/videos?mode=frame          video bytes -> 202 {job_id}; modes frame | faces | side-by-side
+    GET  /v1/videos/{job_id}            job status
+    GET  /v1/videos/{job_id}/result     the enhanced MP4 (or a zip of face crops + manifest)
+
+The model deployment loads the generator from its safetensors export (never a pickle) and batches single
+frames from concurrent requests with ``@serve.batch``. Every output is marked as model output.
+"""
+
+# no "from __future__ import annotations": FastAPI must see real types through serve.ingress
+
+import argparse
+import asyncio
+import base64
+import collections
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve.engine import EngineConfig
+from serve.media import BadInput, decode_image, label_image
+from serve.schema import ServeArgs
+from survsr.config import ConfigError, config_hash, from_dict, parse_override, to_dict
+
+log = logging.getLogger("survsr.serve")
+
+MODEL_DEPLOYMENT = "EnhancerModel"
+INGRESS_DEPLOYMENT = "Ingress"
+VIDEO_MODES = ("frame", "faces", "side-by-side")
+
+
+# ---------------------------------------------------------------- model deployment
+
+@serve.deployment(name=MODEL_DEPLOYMENT)
+class EnhancerModel:
+    """Holds the generator; ``enhance_one`` is batched across concurrent callers."""
+
+    def __init__(self, generator: str, engine: dict, max_batch_size: int, batch_wait_timeout_s: float):
+        from serve.engine import Enhancer
+
+        self.enhancer = Enhancer(generator, from_dict(EngineConfig, engine, "model.engine:"))
+        self.enhance_one.set_max_batch_size(max_batch_size)
+        self.enhance_one.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.max_batch_size = max_batch_size
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self.frames = 0
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def enhance_one(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        self.batch_sizes[len(images)] += 1
+        self.frames += len(images)
+        # in a thread: the event loop keeps queueing the next batch while this one runs
+        return await asyncio.to_thread(self.enhancer.enhance, images)
+
+    async def enhance_many(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """A caller that already has a batch (video job, stream) sends it in one call."""
+        self.batch_sizes[len(images)] += 1
+        self.frames += len(images)
+        return await asyncio.to_thread(self.enhancer.enhance, images)
+
+    def info(self) -> dict:
+        return {"model_sha256": self.enhancer.model_sha256, "device": self.enhancer.device_name,
+                "generator": str(self.enhancer.generator_path), "scale": self.enhancer.scale,
+                "max_batch_size": self.max_batch_size, "frames": self.frames,
+                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())}}
+
+    def check_health(self) -> None:
+        # Serve restarts the replica if this raises; a tiny forward proves the weights are usable.
+        out = self.enhancer.enhance([np.zeros((4, 4, 3), np.uint8)])
+        if out[0].shape != (4 * self.enhancer.scale, 4 * self.enhancer.scale, 3):
+            raise RuntimeError("generator returned a wrong shape")
+
+
+# ---------------------------------------------------------------- video jobs (Ray tasks)
+
+def _write_status(job_dir: Path, **fields: Any) -> None:
+    from survsr.provenance import atomic_write_json
+
+    path = job_dir / "status.json"
+    try:
+        cur = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cur = {}
+    cur.update(fields, updated=time.time())
+    atomic_write_json(path, cur)
+
+
+def run_video_job(job_dir: str, input_name: str, mode: str, args_dict: dict, app_name: str) -> dict:
+    """Body of a video job: decode + encode here, frames enhanced by the model deployment."""
+    from pipelines.enhance import EnhanceConfig, RayConfig, enhance_video, make_detector
+
+    args = from_dict(ServeArgs, args_dict)
+    jd = Path(job_dir)
+    _write_status(jd, state="running", started=time.time())
+    handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=app_name)
+    info = handle.info.remote().result()
+    cfg = EnhanceConfig(mode=mode, batch_size=args.jobs.batch_size, label=args.label, output=args.video_output,
+                        faces=args.faces, ray=RayConfig(enabled=False))
+    last = [0.0]
+
+    def progress(_path: str, frames: int) -> None:
+        if time.time() - last[0] > 0.5:
+            last[0] = time.time()
+            _write_status(jd, frames_done=frames)
+
+    def enhance_fn(frames):
+        return handle.enhance_many.remote(list(frames)).result()
+
+    try:
+        detector = make_detector(cfg.faces) if mode == "faces" else None
+        rep = enhance_video(jd / input_name, jd / "out", cfg, enhance_fn, model_sha256=info["model_sha256"],
+                            device=info["device"], detector=detector, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - the job fails, the service does not
+        log.exception("video job %s failed", jd.name)
+        _write_status(jd, state="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    if rep["status"] in ("done", "partial"):
+        result = jd / "out" / rep["output"]
+        if mode == "faces":  # many PNGs + manifest -> one download
+            archive = shutil.make_archive(str(jd / "out" / ".result"), "zip", root_dir=jd / "out",
+                                          base_dir=".")
+            final = jd / "out" / f"{rep['output']}.zip"
+            os.replace(archive, final)
+            result = final
+        _write_status(jd, state="done", result=str(result.relative_to(jd)), report=rep,
+                      frames_done=rep.get("frames", 0))
+    else:
+        _write_status(jd, state="failed", error=rep.get("reason"), report=rep)
+    return rep
+
+
+# ---------------------------------------------------------------- HTTP ingress
+
+api = FastAPI(
+    title="survsr enhancement service",
+    description="SRGAN generator (x2) for surveillance footage. Every output is model output, not a photograph.",
+    version="1",
+)
+
+_IMAGE_BODY = {"requestBody": {"required": True, "content": {
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}}
+_VIDEO_BODY = {"requestBody": {"required": True, "content": {
+    "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def _http_error(exc: BadInput) -> HTTPException:
+    return HTTPException(status_code=exc.status, detail=exc.message)
+
+
+async def _read_body(request: Request, limit: int, what: str) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit``: never buffer an oversized upload."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"{what}: body is {declared} bytes, limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"{what}: body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if not data:
+        raise HTTPException(400, f"{what}: empty body (send the file's bytes as the request body)")
+    return data
+
+
+def probe_video(path: Path, max_pixels: int) -> dict:
+    """Check an upload is a video with at least one decodable frame (raises BadInput otherwise)."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise BadInput(422, "upload has no video stream")
+            vs = c.streams.video[0]
+            for frame in c.decode(vs):
+                if frame.width * frame.height > max_pixels:
+                    raise BadInput(413, f"video frames are {frame.width}x{frame.height}, limit is {max_pixels} "
+                                        "pixels")
+                return {"width": frame.width, "height": frame.height, "fps": str(vs.average_rate),
+                        "frames": vs.frames or None}
+    except BadInput:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any FFmpeg failure means the same to the client
+        raise BadInput(422, f"upload is not a readable video: {exc}") from None
+    raise BadInput(422, "video has no frames")
+
+
+@serve.deployment(name=INGRESS_DEPLOYMENT)
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, model: DeploymentHandle, args: dict):
+        self.model = model
+        self.args = from_dict(ServeArgs, args)
+        self.args_dict = to_dict(self.args)
+        self.cfg_hash = config_hash(self.args)
+        from survsr.provenance import sha256_bytes
+
+        token = os.environ.get(self.args.auth_token_env) or None
+        # only a hash is kept: compared in constant time, and a config file never has to hold the secret
+        self.token_sha256 = sha256_bytes(token.encode()) if token else self.args.auth_token_sha256
+        self.jobs_dir = Path(self.args.jobs.dir).resolve()
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs: dict[str, Any] = {}
+        self._detector = None
+        self._info: dict | None = None
+
+    # -- helpers
+    def _auth(self, request: Request) -> None:
+        import hmac
+
+        from survsr.provenance import sha256_bytes
+
+        if not self.token_sha256:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        presented = sha256_bytes(token.strip().encode()) if scheme.lower() == "bearer" else ""
+        if not hmac.compare_digest(presented, self.token_sha256.lower()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    async def _model_info(self) -> dict:
+        if self._info is None:
+            self._info = await self.model.info.remote()
+        return self._info
+
+    async def _provenance(self, kind: str, upload_sha: str, **extra: Any) -> dict:
+        from survsr.provenance import provenance, stage_record
+
+        info = await self._model_info()
+        return provenance(kind, source={"path": None, "sha256": upload_sha, "frame_index": None, "time_s": None,
+                                        "box": extra.pop("box", None)},
+                          parents=[{"path": "upload", "sha256": upload_sha}],
+                          stages=[stage_record("serve", self.cfg_hash, model_sha256=info["model_sha256"],
+                                               device=info["device"], **extra)],
+                          model_output=True)
+
+    def _label(self, label: bool | None) -> bool:
+        return self.args.label.enabled if label is None else label
+
+    # -- endpoints
+    @api.get("/healthz", summary="liveness + model status")
+    async def healthz(self) -> dict:
+        info = await self.model.info.remote()
+        return {"status": "ok", **info}
+
+    @api.post("/v1/enhance", summary="enhance one image x2 (PNG/JPEG body -> PNG)",
+              response_class=Response, responses={200: {"content": {"image/png": {}}}}, openapi_extra=_IMAGE_BODY)
+    async def enhance(self, request: Request,
+                      label: bool | None = Query(None, description="burn the AI-ENHANCED label (default: config)")):
+        from survsr.provenance import PROVENANCE_KEY, encode_png, sha256_bytes
+
+        self._auth(request)
+        lim = self.args.limits
+        data = await _read_body(request, lim.max_image_bytes, "image")
+        try:
+            img = decode_image(data, max_bytes=lim.max_image_bytes, max_pixels=lim.max_pixels, name="image")
+        except BadInput as exc:
+            raise _http_error(exc) from None
+        out = await self.model.enhance_one.remote(img)
+        do_label = self._label(label)
+        if do_label:
+            out = label_image(out, self.args.label.text)
+        upload_sha = sha256_bytes(data)
+        prov = await self._provenance("enhanced_image", upload_sha, label=self.args.label.text if do_label else None)
+        png = await asyncio.to_thread(encode_png, out, {PROVENANCE_KEY: prov})
+        info = await self._model_info()
+        return Response(png, media_type="image/png", headers={
+            "X-Model-Output": "true", "X-Model-SHA256": info["model_sha256"], "X-Source-SHA256": upload_sha})
+
+    @api.post("/v1/faces", summary="detect faces in a frame and enhance each crop x2", openapi_extra=_IMAGE_BODY)
+    async def faces(self, request: Request, label: bool | None = Query(None)) -> dict:
+        from survsr.provenance import PROVENANCE_KEY, encode_png, sha256_bytes
+
+        self._auth(request)
+        lim = self.args.limits
+        data = await _read_body(request, lim.max_image_bytes, "image")
+        try:
+            img = decode_image(data, max_bytes=lim.max_image_bytes, max_pixels=lim.max_pixels, name="image")
+        except BadInput as exc:
+            raise _http_error(exc) from None
+        if self._detector is None:
+            from pipelines.enhance import make_detector
+
+            self._detector = make_detector(self.args.faces)
+        dets = await asyncio.to_thread(self._detector.detect, img)
+        from pipelines.enhance import _expand_box
+
+        h, w = img.shape[:2]
+        boxes = [_expand_box(d.box, self.args.faces.margin, w, h) for d in dets
+                 if min(d.box[2], d.box[3]) >= self.args.faces.min_size]
+        crops = [np.ascontiguousarray(img[y:y + bh, x:x + bw]) for x, y, bw, bh in boxes]
+        outs = await asyncio.gather(*[self.model.enhance_one.remote(c) for c in crops])
+        upload_sha = sha256_bytes(data)
+        do_label = self._label(label)
+        faces = []
+        for det, box, out in zip([d for d in dets if min(d.box[2], d.box[3]) >= self.args.faces.min_size],
+                                 boxes, outs):
+            if do_label:
+                out = label_image(out, self.args.label.text)
+            prov = await self._provenance("enhanced_face", upload_sha, box=list(box))
+            png = encode_png(out, {PROVENANCE_KEY: prov})
+            faces.append({"box": list(box), "score": det.score, "detector": det.detector,
+                          "width": int(out.shape[1]), "height": int(out.shape[0]),
+                          "png_base64": base64.b64encode(png).decode()})
+        return {"faces": faces, "count": len(faces), "frame": {"width": w, "height": h},
+                "source_sha256": upload_sha, "model_output": True}
+
+    @api.post("/v1/videos", status_code=202, summary="submit a video; returns a job id",
+              openapi_extra=_VIDEO_BODY)
+    async def submit_video(self, request: Request,
+                           mode: str = Query("frame", description="frame | faces | side-by-side")) -> dict:
+        import ray
+
+        self._auth(request)
+        if mode not in VIDEO_MODES:
+            raise HTTPException(422, f"mode must be one of {list(VIDEO_MODES)}, got {mode!r}")
+        lim = self.args.limits
+        job_id = uuid.uuid4().hex
+        jd = self.jobs_dir / job_id
+        jd.mkdir(parents=True)
+        ext = Path(request.headers.get("x-filename", "input.mp4")).suffix.lower() or ".mp4"
+        input_name = f"input{ext if ext.isascii() and len(ext) <= 6 else '.mp4'}"
+        try:
+            size = await self._save_upload(request, jd / input_name, lim.max_video_bytes)
+            probe = await asyncio.to_thread(probe_video, jd / input_name, lim.max_video_pixels)
+        except BadInput as exc:
+            shutil.rmtree(jd, ignore_errors=True)
+            raise _http_error(exc) from None
+        except HTTPException:
+            shutil.rmtree(jd, ignore_errors=True)
+            raise
+        _write_status(jd, job_id=job_id, state="queued", mode=mode, bytes=size, probe=probe, frames_done=0)
+        task = ray.remote(run_video_job).options(num_cpus=self.args.jobs.num_cpus, max_retries=0)
+        self.jobs[job_id] = task.remote(str(jd), input_name, mode, self.args_dict, self.args.app_name)
+        return {"job_id": job_id, "state": "queued", "mode": mode, "status_url": f"/v1/videos/{job_id}",
+                "result_url": f"/v1/videos/{job_id}/result", "probe": probe}
+
+    async def _save_upload(self, request: Request, path: Path, limit: int) -> int:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise BadInput(413, f"video: body is {declared} bytes, limit is {limit}")
+        size = 0
+        with open(path, "wb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BadInput(413, f"video: body exceeds the limit of {limit} bytes")
+                f.write(chunk)
+        if size == 0:
+            raise BadInput(400, "video: empty body (send the file's bytes as the request body)")
+        return size
+
+    def _job_status(self, job_id: str) -> dict:
+        import ray
+
+        jd = self.jobs_dir / job_id
+        if len(job_id) != 32 or not all(c in "0123456789abcdef" for c in job_id) or not jd.is_dir():
+            raise HTTPException(404, f"no job {job_id!r}")
+        try:
+            st = json.loads((jd / "status.json").read_text())
+        except (OSError, ValueError):
+            raise HTTPException(404, f"job {job_id!r} has no status") from None
+        ref = self.jobs.get(job_id)
+        if ref is not None and st.get("state") in ("queued", "running"):
+            ready, _ = ray.wait([ref], timeout=0)
+            if ready:
+                try:
+                    ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the task died before it could record it
+                    st = {**st, "state": "failed", "error": str(exc).splitlines()[0]}
+                    _write_status(jd, state="failed", error=st["error"])
+        return st
+
+    @api.get("/v1/videos/{job_id}", summary="job status")
+    async def video_status(self, job_id: str, request: Request) -> dict:
+        self._auth(request)
+        return self._job_status(job_id)
+
+    @api.get("/v1/videos/{job_id}/result", summary="download the enhanced video (or zip of face crops)")
+    async def video_result(self, job_id: str, request: Request):
+        self._auth(request)
+        st = self._job_status(job_id)
+        if st.get("state") != "done":
+            return JSONResponse({"detail": f"job is {st.get('state')}", **st}, status_code=409)
+        path = self.jobs_dir / job_id / st["result"]
+        media = "application/zip" if path.suffix == ".zip" else "video/mp4"
+        return FileResponse(path, media_type=media, filename=path.name,
+                            headers={"X-Model-Output": "true"})
+
+
+# ---------------------------------------------------------------- builders + CLI
+
+def build_app(args: dict | None = None):
+    """Application builder for ``serve run`` / ``serve.run``: ``args`` is the ``args`` mapping of the
+    app's entry in configs/serve.yaml, validated against ServeArgs."""
+    cfg = from_dict(ServeArgs, dict(args or {}), "serve args:")
+    gen = cfg.generator_path()
+    if not gen.is_file():
+        raise ConfigError(f"serve args: generator: {gen} not found (train one or pass --generator)")
+    m = cfg.model
+    a = m.autoscaling
+    model = EnhancerModel.options(
+        ray_actor_options={"num_cpus": m.num_cpus, "num_gpus": m.num_gpus},
+        max_ongoing_requests=m.max_ongoing_requests,
+        health_check_period_s=m.health_check_period_s,
+        autoscaling_config={"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
+                            "initial_replicas": max(1, a.min_replicas),
+                            "target_ongoing_requests": a.target_ongoing_requests,
+                            "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s},
+    ).bind(str(gen), to_dict(m.engine), cfg.batch.max_batch_size, cfg.batch.batch_wait_timeout_s)
+    resolved = to_dict(cfg)
+    resolved["generator"] = str(gen)
+    resolved["jobs"]["dir"] = str(Path(cfg.jobs.dir).expanduser().resolve())
+    return Ingress.options(ray_actor_options={"num_cpus": cfg.ingress_num_cpus}).bind(model, resolved)
+
+
+def read_serve_config(path: str | Path | None, overrides: list[str]) -> tuple[dict, dict, dict]:
+    """(http_options, app entry, args) from a Serve config file, with ``key=value`` overrides on args."""
+    import yaml
+
+    from survsr.config import resolve_path
+
+    p = resolve_path(path, "serve.yaml")
+    if p is None or not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    doc = yaml.safe_load(p.read_text()) or {}
+    apps = doc.get("applications") or []
+    if not apps or not isinstance(apps, list):
+        raise ConfigError(f"{p}: applications: expected a list with the survsr app")
+    app = apps[0]
+    args = dict(app.get("args") or {})
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = args
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text}: {k} is not a section")
+        node[keys[-1]] = value
+    from_dict(ServeArgs, args, f"{p}: applications[0].args:")  # validate early, naming the file
+    return dict(doc.get("http_options") or {}), app, args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from survsr.cli import add_config_args
+
+    parser.add_argument("overrides_pos", nargs="*", metavar="KEY=VALUE", help="overrides of the app's args")
+    parser.add_argument("--generator", default=None, help="generator export (.safetensors)")
+    parser.add_argument("--host", default=None, help="bind address (default from config: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--address", default=None, help="Ray cluster to join (default: start a local one)")
+    add_config_args(parser, "serve.yaml")
+
+
+def main(args: argparse.Namespace) -> int:
+    from survsr.cli import split_overrides
+    from survsr.ray_utils import init_ray
+
+    split_overrides(args, "overrides_pos")
+    overrides = list(args.overrides)
+    if args.generator:
+        overrides.append(f"generator={args.generator}")
+    http, app, app_args = read_serve_config(args.config, overrides)
+    http = {"host": "127.0.0.1", "port": 8000, **http}
+    if args.host:
+        http["host"] = args.host
+    if args.port is not None:
+        http["port"] = args.port
+    init_ray(address=args.address)
+    serve.start(http_options=http)
+    name = app.get("name", "survsr")
+    app_args.setdefault("app_name", name)
+    serve.run(build_app(app_args), name=name, route_prefix=app.get("route_prefix", "/"))
+    token = " (bearer token required)" if (os.environ.get(app_args.get("auth_token_env", "SURVSR_SERVE_TOKEN"))
+                                           or app_args.get("auth_token_sha256")) else ""
+    print(f"survsr serve: http://{http['host']}:{http['port']}/docs{token}; Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+    return 0

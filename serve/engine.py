@@ -1,0 +1,122 @@
+"""The generator as a plain batch function: uint8 RGB frames in, uint8 RGB frames x2 out.
+
+Everything that runs the model (the Serve deployment, the archive pipeline, the stream actor, the GPU
+benchmark) goes through :class:`Enhancer`, so they all quantise the same way and give the same pixels.
+No Ray here: Ray layers wrap this class.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (reduced precision only on CUDA; CPU always fp32)
+    channels_last: bool = True  # NHWC convolutions are the fast path on tensor cores
+    compile: bool = False  # torch.compile the generator (GPU serving; slow first call)
+    max_pixels_per_batch: int = 16_000_000  # input pixels per forward pass; bounds activation memory
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+
+    def validate(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.max_pixels_per_batch < 1:
+            raise ValueError("max_pixels_per_batch must be >= 1")
+
+
+def pick_device(name: str = "auto") -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def to_uint8(y) -> np.ndarray:
+    """[0,1] float NCHW tensor -> uint8 NHWC array; the one quantisation every output uses."""
+    import torch
+
+    y = (y.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    return y.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+class Enhancer:
+    """Loads the exported generator (safetensors, never a pickle) and enhances lists of frames.
+
+    Frames of different sizes in one call are grouped by shape, because a batch must be one tensor.
+    """
+
+    def __init__(self, generator_path: str | Path, cfg: EngineConfig | None = None):
+        import torch
+
+        from models.export import load_generator
+        from survsr.provenance import sha256_file
+
+        self.cfg = cfg = cfg or EngineConfig()
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.generator_path = Path(generator_path)
+        self.model_sha256 = sha256_file(self.generator_path)
+        self.device = pick_device(cfg.device)
+        model = load_generator(self.generator_path, self.device)
+        self.scale = int(model.cfg.scale)
+        self.dtype = torch.float32
+        if self.device.startswith("cuda") and cfg.precision != "fp32":
+            self.dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+            model = model.to(self.dtype)
+        if cfg.channels_last and self.device.startswith("cuda"):
+            model = model.to(memory_format=torch.channels_last)
+        self.model = torch.compile(model, dynamic=False) if cfg.compile else model
+        # One forward at a time per process: a second thread would only fight for the same cores/GPU.
+        self._lock = threading.Lock()
+        log.info("generator %s (sha256 %s..) on %s, %s", self.generator_path, self.model_sha256[:12],
+                 self.device, cfg.precision if self.dtype != torch.float32 else "fp32")
+
+    @property
+    def device_name(self) -> str:
+        if self.device.startswith("cuda"):
+            import torch
+
+            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        return "cpu"
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+        if self.cfg.channels_last and self.device.startswith("cuda"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return to_uint8(self.model(x))
+
+    def enhance(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """uint8 RGB HxWx3 arrays -> uint8 RGB (sH)x(sW)x3 arrays, same order."""
+        out: list[np.ndarray | None] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, img in enumerate(images):
+            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+                raise ValueError(f"frame {i}: expected uint8 HxWx3, got {img.dtype} {img.shape}")
+            groups.setdefault(img.shape, []).append(i)
+        with self._lock:
+            for shape, idx in groups.items():
+                per = max(1, self.cfg.max_pixels_per_batch // (shape[0] * shape[1]))
+                for start in range(0, len(idx), per):
+                    chunk = idx[start:start + per]
+                    res = self._forward(np.stack([images[i] for i in chunk]))
+                    for j, i in enumerate(chunk):
+                        out[i] = res[j]
+        return out  # type: ignore[return-value]
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.enhance(images)
