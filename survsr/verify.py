@@ -376,7 +376,7 @@ class Verifier:
         self.nodes[path] = n  # before recursing: a cyclic record must not loop
         self.scan_ancestor_manifests(path)
         if not path.is_file():
-            n.own.append(Problem(MODIFIED, str(path), "file", "missing (listed in a manifest)"))
+            n.own.append(Problem(MODIFIED, str(path), "file", "missing (listed in a manifest or sidecar)"))
             return n
         n.sha = self.sha(path)
         for ref in self.manifest_refs.get(path, []):
@@ -665,11 +665,12 @@ def _expand(paths: Iterable[str | os.PathLike], v: Verifier) -> list[Path]:
         if p.is_dir():
             found = 0
             for m in sorted(p.rglob("*.parquet")):
-                if not _is_temp(m):
+                if not any(_is_temp(Path(c)) for c in m.relative_to(p).parts):
                     targets += v.load_manifest(m)
                     found += 1
             for f in sorted(p.rglob("*")):
-                if not f.is_file() or _is_temp(f):
+                # hidden/temp files and directories (".x", "x.tmp") are not outputs
+                if not f.is_file() or any(_is_temp(Path(c)) for c in f.relative_to(p).parts):
                     continue
                 if f.suffix.lower() == ".png" or f.suffix.lower() in VIDEO_EXTS:
                     targets.append(f)

@@ -1,0 +1,111 @@
+"""Forensics on the enhance stage's exports (a tiny random generator, 4 carphone frames, plain loop):
+verify passes on the enhanced face PNGs and the enhanced video, names the file and field after a byte
+changes, the input is untouched, the metadata always says model output and the visible label is there
+when configured on and absent when configured off."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from survsr import verify as V
+from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
+
+FRAMES = 4
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def enhanced(tmp_path_factory, carphone):
+    import torch
+
+    from models.export import save_generator
+    from models.srgan import Generator, GeneratorConfig
+    from pipelines.enhance import EnhanceConfig, run_enhance
+
+    root = tmp_path_factory.mktemp("enhance_forensics")
+    inp = root / "input"
+    inp.mkdir()
+    src = inp / "carphone_pristine.mp4"
+    shutil.copyfile(carphone["pristine"], src)
+    before = _tree_hashes(inp)
+    torch.manual_seed(0)
+    gen = root / "model" / "generator.safetensors"
+    gen.parent.mkdir()
+    save_generator(Generator(GeneratorConfig(channels=8, n_blocks=1)), gen, {"note": "forensics test"})
+    out = {}
+    for name, mode, label in (("faces", "faces", True), ("faces_nolabel", "faces", False),
+                              ("frame", "frame", True)):
+        cfg = EnhanceConfig(mode=mode, max_frames=FRAMES)
+        cfg.ray.enabled = False
+        cfg.label.enabled = label
+        rep = run_enhance([src], gen, root / name, cfg)
+        assert rep["done"] == 1, rep
+        out[name] = root / name
+    return {"root": root, "input": inp, "source": src, "before": before, **out}
+
+
+def _face_pngs(d: Path) -> list[Path]:
+    return sorted(d.rglob("*.png"))
+
+
+def test_verify_passes_on_enhanced_outputs(enhanced):
+    res = V.verify_paths([enhanced["faces"], enhanced["frame"]])
+    assert {r.status for r in res} == {V.VERIFIED}, [p.describe() for r in res for p in r.problems][:5]
+    kinds = sorted({r.kind for r in res})
+    assert kinds == ["enhanced_face", "enhanced_video"]
+    faces = [r for r in res if r.kind == "enhanced_face"]
+    assert len(faces) == len(_face_pngs(enhanced["faces"])) >= FRAMES - 1
+    assert all(r.source == str(enhanced["source"]) and r.frame_index < FRAMES for r in faces)
+    assert enhanced["before"] == _tree_hashes(enhanced["input"])  # input untouched
+
+
+def test_byte_changes_are_named(enhanced, tmp_path):
+    copy = tmp_path / "faces"
+    shutil.copytree(enhanced["faces"], copy)
+    target = _face_pngs(copy)[0]
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 1
+    target.write_bytes(bytes(data))
+    res = {Path(r.path): r for r in V.verify_paths([copy])}
+    bad = res[target.resolve()]
+    assert bad.status == V.MODIFIED and bad.file == str(target.resolve())
+    assert bad.field.startswith("sha256 (") and re.search(r"\.faces\.json crops\[\d+\]\.sha256\)$", bad.field)
+    assert sum(r.status == V.MODIFIED for r in res.values()) == 1
+    video = next(enhanced["frame"].glob("*.mp4"))
+    vcopy = tmp_path / "frame"
+    shutil.copytree(enhanced["frame"], vcopy)
+    v = vcopy / video.name
+    data = bytearray(v.read_bytes())
+    data[len(data) // 2] ^= 1
+    v.write_bytes(bytes(data))
+    (r,) = V.verify_paths([vcopy])
+    assert r.status == V.MODIFIED and r.file == str(v.resolve()) and r.field.startswith("sha256 (sidecar ")
+
+
+def test_metadata_says_model_output_and_label_follows_config(enhanced):
+    on, off = _face_pngs(enhanced["faces"]), _face_pngs(enhanced["faces_nolabel"])
+    assert [p.name for p in on] == [p.name for p in off]
+    for a, b in zip(on, off):
+        da, db = (json.loads(read_png_text(p)[PROVENANCE_KEY]) for p in (a, b))
+        assert da["model_output"] is True and db["model_output"] is True
+        assert da["stages"][-1]["label"] == "AI-ENHANCED" and db["stages"][-1]["label"] is None
+        ia, ib = (np.asarray(Image.open(p).convert("RGB")) for p in (a, b))
+        box = da["source"]["box"]
+        assert ib.shape[:2] == (2 * box[3], 2 * box[2])  # label off: exactly the model's x2 output
+        # label on: the same pixels plus the label (a strip below small crops, or drawn over the frame)
+        if ia.shape == ib.shape:
+            assert (ia != ib).any(axis=2).mean() > 0.01
+        else:
+            assert np.array_equal(ia[: ib.shape[0]], ib) and ia.shape[0] > ib.shape[0]
+            strip = ia[ib.shape[0]:]
+            assert strip.max() > 200 and (strip.max(axis=2) < 30).mean() > 0.5  # bright text on dark
