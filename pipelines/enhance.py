@@ -22,7 +22,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,7 +30,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from serve.engine import EngineConfig
-from serve.media import LabelConfig, label_image, side_by_side
+from serve.media import mark_crop, mark_frame, side_by_side
+from survsr.marking import MarkingConfig, mark_document, model_output_text
 from survsr.config import config_hash, from_dict, load, to_dict
 from survsr.provenance import (PROVENANCE_KEY, append_audit, atomic_path, atomic_write_json, provenance,
                                sha256_file, stage_record, write_png)
@@ -81,7 +82,7 @@ class EnhanceConfig:
     batch_size: int = 8  # frames per forward pass
     max_frames: int | None = None  # stop after this many frames per video (demo / smoke runs)
     engine: EngineConfig = field(default_factory=EngineConfig)
-    label: LabelConfig = field(default_factory=LabelConfig)
+    label: MarkingConfig = field(default_factory=MarkingConfig)  # visible AI-ENHANCED band (survsr.marking)
     output: OutputConfig = field(default_factory=OutputConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -202,7 +203,7 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
             if cfg.mode == "side-by-side":
                 frame = side_by_side(img, enh, label=cfg.label)
             else:
-                frame = label_image(enh, cfg.label.text, keep_size=True) if cfg.label.enabled else enh
+                frame = mark_frame(enh, cfg.label)
             if writer is None:
                 writer = VideoWriter(tmp, width=frame.shape[1], height=frame.shape[0], rate=rate, time_base=tb,
                                      codec=cfg.output.codec, crf=cfg.output.crf, preset=cfg.output.preset,
@@ -249,12 +250,12 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
             writer.abort()  # interrupted mid-file: release the (already removed) temp file
     out_sha = sha256_file(out_path)
     status = "partial" if error else "done"
-    prov = provenance(
+    prov = mark_document(provenance(
         "enhanced_video",
         source={"path": str(src), "sha256": src_sha, "frame_index": None, "time_s": None, "box": None},
         parents=[{"path": str(src), "sha256": src_sha}],
         stages=[_stage(cfg, model_sha, device, frames=writer.frames, status=status)],
-        model_output=True)
+        model_output=True), replace(cfg.label, mode="overlay"))
     side = {"kind": "enhanced_video", "path": out_path.name, "sha256": out_sha, "status": status,
             "frames": writer.frames, "fps": str(rate), "time_base": str(tb), "audio": aus is not None,
             "mode": cfg.mode, "source_path": str(src), "source_sha256": src_sha, "config_hash": config_hash(cfg),
@@ -267,6 +268,10 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
     if error:
         res["reason"] = error
     return res
+
+
+def _crop_marking(cfg: MarkingConfig) -> MarkingConfig:
+    return replace(cfg, mode="extend")
 
 
 def _expand_box(box, margin: float, w: int, h: int) -> tuple[int, int, int, int]:
@@ -309,13 +314,14 @@ def _enhance_faces(container, src: Path, src_sha: str, out_dir: Path, stem: str,
         outs = enhance_fn([c for _, c in pending])
         for rec, enh in zip(pending, outs):
             meta = rec[0]
-            img = label_image(enh, cfg.label.text) if cfg.label.enabled else enh
+            img = mark_crop(enh, cfg.label)
             prov = provenance(
                 "enhanced_face",
                 source={"path": str(src), "sha256": src_sha, "frame_index": meta["frame_index"],
                         "time_s": meta["time_s"], "box": meta["box"]},
                 parents=[{"path": str(src), "sha256": src_sha}], stages=[stage], model_output=True)
-            meta["sha256"] = write_png(faces_dir / meta["file"], img, text={PROVENANCE_KEY: prov})
+            text = {PROVENANCE_KEY: mark_document(prov, _crop_marking(cfg.label)), **model_output_text()}
+            meta["sha256"] = write_png(faces_dir / meta["file"], img, text=text)
             meta["path"] = f"{stem}/{meta.pop('file')}"
             crops.append(meta)
         pending.clear()
@@ -353,11 +359,11 @@ def _enhance_faces(container, src: Path, src_sha: str, out_dir: Path, stem: str,
     side = {"kind": "enhanced_faces", "path": stem, "status": status, "frames": n_in, "faces": len(crops),
             "crops": crops, "mode": cfg.mode, "source_path": str(src), "source_sha256": src_sha,
             "config_hash": config_hash(cfg), "model_sha256": model_sha, "model_output": True,
-            PROVENANCE_KEY: provenance("enhanced_faces", source={"path": str(src), "sha256": src_sha,
+            PROVENANCE_KEY: mark_document(provenance("enhanced_faces", source={"path": str(src), "sha256": src_sha,
                                                                   "frame_index": None, "time_s": None,
                                                                   "box": None},
                                        parents=[{"path": str(src), "sha256": src_sha}], stages=[stage],
-                                       model_output=True)}
+                                       model_output=True), _crop_marking(cfg.label))}
     if error:
         side["reason"] = error
     atomic_write_json(_sidecar_path(out_dir, stem), side)

@@ -37,7 +37,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve.engine import EngineConfig
-from serve.media import BadInput, decode_image, label_image
+from serve.media import BadInput, decode_image, mark_crop
 from serve.schema import ServeArgs
 from survsr.config import ConfigError, config_hash, from_dict, parse_override, to_dict
 
@@ -255,8 +255,17 @@ class Ingress:
                                                device=info["device"], **extra)],
                           model_output=True)
 
-    def _label(self, label: bool | None) -> bool:
-        return self.args.label.enabled if label is None else label
+    def _marking(self, label: bool | None):
+        """The label config for this request (the query parameter can only switch it on or off)."""
+        from dataclasses import replace
+
+        return self.args.label if label is None else replace(self.args.label, enabled=label)
+
+    def _png(self, img: np.ndarray, prov: dict, marking) -> bytes:
+        from survsr.marking import mark_document, model_output_text
+        from survsr.provenance import PROVENANCE_KEY, encode_png
+
+        return encode_png(img, {PROVENANCE_KEY: mark_document(prov, marking), **model_output_text()})
 
     # -- endpoints
     @api.get("/healthz", summary="liveness + model status")
@@ -268,7 +277,7 @@ class Ingress:
               response_class=Response, responses={200: {"content": {"image/png": {}}}}, openapi_extra=_IMAGE_BODY)
     async def enhance(self, request: Request,
                       label: bool | None = Query(None, description="burn the AI-ENHANCED label (default: config)")):
-        from survsr.provenance import PROVENANCE_KEY, encode_png, sha256_bytes
+        from survsr.provenance import sha256_bytes
 
         self._auth(request)
         lim = self.args.limits
@@ -278,19 +287,25 @@ class Ingress:
         except BadInput as exc:
             raise _http_error(exc) from None
         out = await self.model.enhance_one.remote(img)
-        do_label = self._label(label)
-        if do_label:
-            out = label_image(out, self.args.label.text)
+        from dataclasses import replace
+
+        from survsr.marking import band_height, mark_image
+
+        marking = self._marking(label)
+        # over the picture when it fits, added below it for images too small to carry the band
+        fits = band_height(out.shape[1], marking) < out.shape[0] // 2
+        marking = replace(marking, mode="overlay" if fits else "extend")
+        out = mark_image(out, marking)
         upload_sha = sha256_bytes(data)
-        prov = await self._provenance("enhanced_image", upload_sha, label=self.args.label.text if do_label else None)
-        png = await asyncio.to_thread(encode_png, out, {PROVENANCE_KEY: prov})
+        prov = await self._provenance("enhanced_image", upload_sha)
+        png = await asyncio.to_thread(self._png, out, prov, marking)
         info = await self._model_info()
         return Response(png, media_type="image/png", headers={
             "X-Model-Output": "true", "X-Model-SHA256": info["model_sha256"], "X-Source-SHA256": upload_sha})
 
     @api.post("/v1/faces", summary="detect faces in a frame and enhance each crop x2", openapi_extra=_IMAGE_BODY)
     async def faces(self, request: Request, label: bool | None = Query(None)) -> dict:
-        from survsr.provenance import PROVENANCE_KEY, encode_png, sha256_bytes
+        from survsr.provenance import sha256_bytes
 
         self._auth(request)
         lim = self.args.limits
@@ -304,6 +319,8 @@ class Ingress:
 
             self._detector = make_detector(self.args.faces)
         dets = await asyncio.to_thread(self._detector.detect, img)
+        from dataclasses import replace
+
         from pipelines.enhance import _expand_box
 
         h, w = img.shape[:2]
@@ -312,14 +329,13 @@ class Ingress:
         crops = [np.ascontiguousarray(img[y:y + bh, x:x + bw]) for x, y, bw, bh in boxes]
         outs = await asyncio.gather(*[self.model.enhance_one.remote(c) for c in crops])
         upload_sha = sha256_bytes(data)
-        do_label = self._label(label)
+        marking = self._marking(label)
         faces = []
         for det, box, out in zip([d for d in dets if min(d.box[2], d.box[3]) >= self.args.faces.min_size],
                                  boxes, outs):
-            if do_label:
-                out = label_image(out, self.args.label.text)
+            out = mark_crop(out, marking)
             prov = await self._provenance("enhanced_face", upload_sha, box=list(box))
-            png = encode_png(out, {PROVENANCE_KEY: prov})
+            png = self._png(out, prov, replace(marking, mode="extend"))
             faces.append({"box": list(box), "score": det.score, "detector": det.detector,
                           "width": int(out.shape[1]), "height": int(out.shape[0]),
                           "png_base64": base64.b64encode(png).decode()})

@@ -1,14 +1,16 @@
 """Image checks and the pixel operations shared by the service, the archive job and the stream:
-decoding untrusted uploads with limits, the visible AI-ENHANCED label, side-by-side review frames."""
+decoding untrusted uploads with limits, side-by-side review frames, and the visible AI-ENHANCED label
+(drawn by ``survsr.marking`` so that ``survsr verify`` / ``label_present`` can check it exactly)."""
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 
-LABEL_TEXT = "AI-ENHANCED"
+from survsr.marking import MarkingConfig, mark_image
+
 
 
 class BadInput(ValueError):
@@ -18,12 +20,6 @@ class BadInput(ValueError):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclass
-class LabelConfig:
-    enabled: bool = True  # burn a visible label into every exported enhanced image / frame
-    text: str = LABEL_TEXT
 
 
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "upload") -> np.ndarray:
@@ -53,43 +49,6 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "u
     return np.asarray(rgb, dtype=np.uint8).copy()
 
 
-def _put_label(img: np.ndarray, text: str, y0: int, scale: float, thickness: int) -> None:
-    import cv2
-
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-    pad = max(1, int(3 * scale))
-    cv2.rectangle(img, (0, y0), (tw + 2 * pad, y0 + th + base + 2 * pad), (0, 0, 0), thickness=-1)
-    cv2.putText(img, text, (pad, y0 + pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), thickness,
-                cv2.LINE_AA)
-
-
-def label_image(img: np.ndarray, text: str = LABEL_TEXT, *, keep_size: bool = False) -> np.ndarray:
-    """Return a copy of ``img`` that visibly says it is model output.
-
-    Frames wide enough get the label in the top-left corner; small images (face crops) get a strip added
-    below instead, so the label never hides the face it describes. ``keep_size`` (video frames, whose size
-    the encoder fixes) always overlays.
-    """
-    import cv2
-
-    h, w = img.shape[:2]
-    scale = max(0.3, min(1.0, w / 640.0))
-    thickness = 1 if scale < 0.6 else 2
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-    if keep_size or tw + 8 <= w // 2:
-        out = np.ascontiguousarray(img).copy()
-        _put_label(out, text, 0, scale, thickness)
-        return out
-    # strip below, text shrunk to the width
-    scale = max(0.2, 0.3 * min(1.0, (w - 4) / max(1, tw)))
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    strip_h = th + base + 4
-    out = np.zeros((h + strip_h, w, 3), np.uint8)
-    out[:h] = img
-    cv2.putText(out, text, (1, h + 2 + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), 1, cv2.LINE_AA)
-    return out
-
-
 def upscale_bicubic(img: np.ndarray, scale: int) -> np.ndarray:
     import cv2
 
@@ -97,8 +56,19 @@ def upscale_bicubic(img: np.ndarray, scale: int) -> np.ndarray:
     return cv2.resize(img, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
 
 
-def side_by_side(original: np.ndarray, enhanced: np.ndarray, *, label: LabelConfig | None = None) -> np.ndarray:
-    """Original (bicubic-upscaled to the same size, labelled so) | enhanced, for reviewing footage."""
+def mark_frame(img: np.ndarray, cfg: MarkingConfig) -> np.ndarray:
+    """Video frames / full images: band over the picture (the encoder fixes the frame size)."""
+    return mark_image(img, replace(cfg, mode="overlay")) if cfg.enabled else img
+
+
+def mark_crop(img: np.ndarray, cfg: MarkingConfig) -> np.ndarray:
+    """Face crops: band added below the crop, so the label never hides the face it describes."""
+    return mark_image(img, replace(cfg, mode="extend")) if cfg.enabled else img
+
+
+def side_by_side(original: np.ndarray, enhanced: np.ndarray, *, label: MarkingConfig | None = None) -> np.ndarray:
+    """Original (bicubic-upscaled to the same size) | enhanced, for reviewing footage; the label band runs
+    under both halves since the whole frame is a model product."""
     h, w = enhanced.shape[:2]
     scale = max(1, h // original.shape[0])
     left = upscale_bicubic(original, scale)[:h, :w]
@@ -106,8 +76,5 @@ def side_by_side(original: np.ndarray, enhanced: np.ndarray, *, label: LabelConf
         pad = np.zeros_like(enhanced)
         pad[: left.shape[0], : left.shape[1]] = left
         left = pad
-    right = enhanced
-    if label and label.enabled:
-        right = label_image(enhanced, label.text, keep_size=True)
-        left = label_image(left, f"ORIGINAL (bicubic x{scale})", keep_size=True)
-    return np.concatenate([left, right], axis=1)
+    frame = np.concatenate([left, enhanced], axis=1)
+    return mark_frame(frame, label) if label is not None else frame

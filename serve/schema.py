@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipelines.enhance import FacesConfig, OutputConfig
 from serve.engine import EngineConfig
-from serve.media import LabelConfig
+from survsr.marking import MarkingConfig
 
 
 @dataclass
@@ -72,7 +72,7 @@ class ServeArgs:
     model: ModelDeploymentConfig = field(default_factory=ModelDeploymentConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
-    label: LabelConfig = field(default_factory=LabelConfig)
+    label: MarkingConfig = field(default_factory=MarkingConfig)  # visible AI-ENHANCED band on outputs
     jobs: JobsConfig = field(default_factory=JobsConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
     video_output: OutputConfig = field(default_factory=OutputConfig)

@@ -156,17 +156,25 @@ def test_image_round_trip_matches_generator(server, gen_path):
 def test_jpeg_in_and_label_on_by_default(server):
     from PIL import Image
 
+    from survsr.marking import label_present
+    from survsr.provenance import PROVENANCE_KEY
+
     img = np.full((120, 200, 3), 128, np.uint8)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG")
     c = server["client"]
-    plain = np.asarray(Image.open(io.BytesIO(c.post("/v1/enhance?label=false", content=buf.getvalue()).content)))
-    labelled = np.asarray(Image.open(io.BytesIO(c.post("/v1/enhance", content=buf.getvalue()).content)))
+    plain_im = Image.open(io.BytesIO(c.post("/v1/enhance?label=false", content=buf.getvalue()).content))
+    lab_im = Image.open(io.BytesIO(c.post("/v1/enhance", content=buf.getvalue()).content))
+    plain, labelled = np.asarray(plain_im), np.asarray(lab_im)
     assert plain.shape == labelled.shape == (240, 400, 3)
+    assert label_present(labelled) and not label_present(plain)
     diff = np.abs(plain.astype(int) - labelled.astype(int)).sum(-1) > 0
-    ys, xs = np.nonzero(diff)
-    # the label is burnt into the top-left corner only
-    assert diff.sum() > 200 and ys.max() < 60 and xs.max() < 200
+    ys, _ = np.nonzero(diff)
+    assert ys.min() >= 240 - 40  # only the band at the bottom differs
+    for im, visible in ((plain_im, False), (lab_im, True)):
+        doc = json.loads(im.text[PROVENANCE_KEY])
+        assert doc["model_output"] is True and doc["marking"]["visible_label"] is visible
+        assert im.text["survsr:model_output"] == "true"
 
 
 def test_32_concurrent_requests_are_batched(server, gen_path):
