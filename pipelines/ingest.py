@@ -164,8 +164,12 @@ def crop_id(video_id: str, frame_index: int, k: int) -> str:
 
 
 def write_crop(row: dict[str, Any], out_dir: Path, source: str, source_sha: str, cfg_hash: str,
-               lr_size: int) -> dict[str, Any]:
-    """Write the native and LR PNGs of one selected detection; return its manifest row (no ``split``)."""
+               lr_size: int, stage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the native and LR PNGs of one selected detection; return its manifest row (no ``split``).
+
+    ``stage``: the run's ``stage_record`` (made once by the driver so every crop of a run carries the
+    same code version, wherever it was written)."""
+    stage = stage or stage_record("ingest", cfg_hash)
     vid = source_sha[:12]
     cid = crop_id(vid, row["frame_index"], row["k"])
     native = row["crop"]
@@ -179,10 +183,10 @@ def write_crop(row: dict[str, Any], out_dir: Path, source: str, source_sha: str,
     lr_rel = f"crops/{vid}/lr/{cid}.png"
     native_sha = write_png(out_dir / native_rel, native, text={PROVENANCE_KEY: provenance(
         "crop_native", source=src, parents=parents,
-        stages=[stage_record("ingest", cfg_hash, **common)], model_output=False)})
+        stages=[{**stage, **common}], model_output=False)})
     lr_sha = write_png(out_dir / lr_rel, lr, text={PROVENANCE_KEY: provenance(
         "crop_lr", source=src, parents=parents,
-        stages=[stage_record("ingest", cfg_hash, resize_method=method, native_size=[w, h], **common)],
+        stages=[{**stage, "resize_method": method, "native_size": [w, h], **common}],
         model_output=False)})
     return {
         "crop_id": cid, "source_path": source, "source_sha256": source_sha, "frame_index": int(row["frame_index"]),
@@ -233,7 +237,8 @@ def process_video(source: str, out_dir: str | Path, cfg: IngestConfig, *, detect
         error = str(exc)
     chosen = select_video(dets, cfg.tracker, cfg.select)
     h = output_hash(cfg)
-    rows = [write_crop(c, out_dir, source, sha, h, cfg.crops.lr_size) for c in chosen]
+    stage = stage_record("ingest", h)
+    rows = [write_crop(c, out_dir, source, sha, h, cfg.crops.lr_size, stage) for c in chosen]
     summary = {"video_id": sha[:12], "source": source, "sha256": sha, **summarize(dets, chosen, n, error)}
     commit_video(out_dir, summary, rows, h)
     return summary
@@ -427,14 +432,15 @@ def _select_udf(group, tracker: dict, select: dict):
     return _table(out)
 
 
-def _write_udf(batch, out_dir: str, cfg_hash: str, lr_size: int):
+def _write_udf(batch, out_dir: str, cfg_hash: str, lr_size: int, stage: dict):
     """Write the PNGs of selected crops; pass summaries through. Output: (video_id, kind, payload JSON)."""
     import pyarrow as pa
 
     vids, kinds, payloads = [], [], []
     for r in batch.to_pylist():
         if r["kind"] == "det":
-            row = write_crop(_row_to_det(r), Path(out_dir), r["source"], r["source_sha256"], cfg_hash, lr_size)
+            row = write_crop(_row_to_det(r), Path(out_dir), r["source"], r["source_sha256"], cfg_hash, lr_size,
+                             stage)
             payload = json.dumps(row)
         else:
             payload = r["info"]
@@ -463,7 +469,8 @@ def _ray_wave(videos: list[dict], out_dir: Path, cfg: IngestConfig) -> dict[str,
                                            fn_kwargs={"tracker": to_dict(cfg.tracker),
                                                       "select": to_dict(cfg.select)})
     ds = ds.map_batches(_write_udf, batch_size=32, batch_format="pyarrow", num_cpus=0.5,
-                        fn_kwargs={"out_dir": str(out_dir), "cfg_hash": h, "lr_size": cfg.crops.lr_size})
+                        fn_kwargs={"out_dir": str(out_dir), "cfg_hash": h, "lr_size": cfg.crops.lr_size,
+                                   "stage": stage_record("ingest", h)})
     results: dict[str, tuple[dict, list[dict]]] = {v["video_id"]: ({}, []) for v in videos}
     for r in ds.iter_rows():  # small rows only: pixels stayed in the workers
         summary, rows = results[r["video_id"]]
