@@ -9,11 +9,12 @@ import io
 import json
 import socket
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from serve.synthetic import make_clip
 
 TOKEN = "test-token-123"
 
@@ -43,40 +44,6 @@ def _direct(gen_path: Path, img: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         y = g(x)
     return (y.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
-
-
-def make_clip(path: Path, n: int = 24, size=(64, 48), fps: int = 25, audio: bool = True) -> Path:
-    """A small H.264 clip with moving content and (optionally) an AAC sine track."""
-    import av
-
-    w, h = size
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=fps)
-        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
-        a = None
-        if audio:
-            a = c.add_stream("aac", rate=16000)
-            a.layout = "mono"
-        yy, xx = np.mgrid[0:h, 0:w]
-        for i in range(n):
-            img = np.stack([(xx * 4 + i * 8) % 256, (yy * 5) % 256, np.full_like(xx, (i * 10) % 256)], -1)
-            f = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
-            f.pts, f.time_base = i, Fraction(1, fps)
-            for p in v.encode(f):
-                c.mux(p)
-        if a is not None:
-            sr = 16000
-            for k in range(0, int(sr * n / fps), 1024):
-                s = (np.sin(2 * np.pi * 440 * np.arange(k, k + 1024) / sr) * 0.3).astype(np.float32)[None]
-                af = av.AudioFrame.from_ndarray(s, format="fltp", layout="mono")
-                af.sample_rate, af.pts, af.time_base = sr, k, Fraction(1, sr)
-                for p in a.encode(af):
-                    c.mux(p)
-            for p in a.encode(None):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -309,3 +276,42 @@ def test_video_job_end_to_end(server, tmp_path):
     sbs.write_bytes(c.get(f"/v1/videos/{r2.json()['job_id']}/result").content)
     with av.open(str(sbs)) as o:
         assert (o.streams.video[0].width, o.streams.video[0].height) == (256, 96)
+
+
+def test_stream_actor_through_model_deployment(server, tmp_path):
+    """A StreamActor (Ray) reads an MPEG-TS stream over HTTP on 127.0.0.1 and sends batches to the
+    Serve model deployment; a tiny queue forces drops, which must be accounted for exactly."""
+    import functools
+    import http.server
+    import threading
+
+    import ray
+
+    from serve.stream import StreamConfig, start_stream
+    from serve.videoio import read_frame_times
+
+    make_clip(tmp_path / "cam.ts", n=40, size=(64, 48), fps=25, format="mpegts")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        cfg = StreamConfig(source=f"http://127.0.0.1:{srv.server_address[1]}/cam.ts",
+                           out_dir=str(tmp_path / "out"), on_eof="stop", queue_size=2, batch_size=2,
+                           segment_seconds=0.5)
+        actor, done = start_stream(cfg, app_name="survsr-test", num_cpus=0.25)
+        stats = ray.get(done, timeout=120)
+        assert ray.get(actor.stats.remote())["frames_read"] == stats["frames_read"]
+        ray.kill(actor)
+    finally:
+        srv.shutdown()
+    assert stats["state"] == "finished" and stats["frames_read"] == 40
+    assert stats["frames_written"] + stats["frames_dropped"] == 40
+    assert stats["frames_written"] > 0 and stats["queue_high_water"] <= 2
+    recs = [json.loads(x) for x in (tmp_path / "out" / "segments.jsonl").read_text().splitlines()]
+    times = [t for r in recs for t in read_frame_times(tmp_path / "out" / r["path"])]
+    assert len(times) == stats["frames_written"] and all(b > a for a, b in zip(times, times[1:]))
+    import av
+
+    with av.open(str(tmp_path / "out" / recs[0]["path"])) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (128, 96)
