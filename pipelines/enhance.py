@@ -94,6 +94,14 @@ class EnhanceConfig:
             raise ValueError("batch_size must be >= 1")
 
 
+def output_hash(cfg: EnhanceConfig) -> str:
+    """Hash of the settings that shape the output; where it ran (``ray``) does not, so a resume under
+    different parallelism still recognises finished videos."""
+    d = to_dict(cfg)
+    d.pop("ray", None)
+    return config_hash(d)
+
+
 class _NoFrames(Exception):
     """Raised inside the atomic write so that the temp file is removed."""
 
@@ -122,7 +130,7 @@ def _is_done(sidecar: Path, cfg_hash: str, model_sha: str) -> bool:
 
 
 def _stage(cfg: EnhanceConfig, model_sha: str, device: str, **extra: Any) -> dict:
-    return stage_record("enhance", config_hash(cfg), model_sha256=model_sha, device=device, mode=cfg.mode,
+    return stage_record("enhance", output_hash(cfg), model_sha256=model_sha, device=device, mode=cfg.mode,
                         label=cfg.label.text if cfg.label.enabled else None, **extra)
 
 
@@ -152,7 +160,7 @@ def enhance_video(src: str | Path, out_dir: str | Path, cfg: EnhanceConfig, enha
     except OSError as exc:
         return {**entry, "status": "failed", "reason": f"{src}: cannot read: {exc.strerror or exc}"}
     stem = output_stem(src, src_sha, cfg.mode)
-    cfg_hash = config_hash(cfg)
+    cfg_hash = output_hash(cfg)
     sidecar = _sidecar_path(out_dir, stem)
     if _is_done(sidecar, cfg_hash, model_sha256):
         return {**entry, "status": "skipped", "reason": "already done", "output": stem}
@@ -258,7 +266,7 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
         model_output=True), replace(cfg.label, mode="overlay"))
     side = {"kind": "enhanced_video", "path": out_path.name, "sha256": out_sha, "status": status,
             "frames": writer.frames, "fps": str(rate), "time_base": str(tb), "audio": aus is not None,
-            "mode": cfg.mode, "source_path": str(src), "source_sha256": src_sha, "config_hash": config_hash(cfg),
+            "mode": cfg.mode, "source_path": str(src), "source_sha256": src_sha, "config_hash": output_hash(cfg),
             "model_sha256": model_sha, "model_output": True, PROVENANCE_KEY: prov}
     if error:
         side["reason"] = error
@@ -358,7 +366,7 @@ def _enhance_faces(container, src: Path, src_sha: str, out_dir: Path, stem: str,
     crops.sort(key=lambda c: c["path"])
     side = {"kind": "enhanced_faces", "path": stem, "status": status, "frames": n_in, "faces": len(crops),
             "crops": crops, "mode": cfg.mode, "source_path": str(src), "source_sha256": src_sha,
-            "config_hash": config_hash(cfg), "model_sha256": model_sha, "model_output": True,
+            "config_hash": output_hash(cfg), "model_sha256": model_sha, "model_output": True,
             PROVENANCE_KEY: mark_document(provenance("enhanced_faces", source={"path": str(src), "sha256": src_sha,
                                                                   "frame_index": None, "time_s": None,
                                                                   "box": None},
@@ -464,10 +472,10 @@ def run_enhance(inputs: Sequence[str | Path], generator_path: str | Path, out_di
     entries.sort(key=lambda e: e["input"])
     counts = {s: sum(e["status"] == s for e in entries) for s in ("done", "partial", "skipped", "failed")}
     report = {"inputs": len(paths), **counts, "mode": cfg.mode, "generator": str(generator_path),
-              "model_sha256": model_sha, "config_hash": config_hash(cfg), "config": to_dict(cfg),
+              "model_sha256": model_sha, "config_hash": output_hash(cfg), "config": to_dict(cfg),
               "seconds": round(time.time() - t0, 3), "videos": entries}
     atomic_write_json(out_dir / "enhance_report.json", report)
-    append_audit(out_dir, {"command": "enhance", "config_hash": config_hash(cfg), "mode": cfg.mode,
+    append_audit(out_dir, {"command": "enhance", "config_hash": output_hash(cfg), "mode": cfg.mode,
                            "inputs": [str(p) for p in paths], "model_sha256": model_sha,
                            "outputs": [e.get("output") for e in entries if e.get("output")],
                            "outcome": counts})

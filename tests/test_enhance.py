@@ -1,0 +1,160 @@
+"""Archive enhancement: Ray Data over clips with a corrupt one, interruption + resume, audio and
+timestamps passed through, provenance/label marking, faces and side-by-side modes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.enhance import EnhanceConfig, FacesConfig, RayConfig, run_enhance
+from serve.synthetic import make_clip
+from serve.videoio import read_frame_times
+from survsr.marking import MarkingConfig, label_present
+from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
+
+
+@pytest.fixture(scope="module")
+def gen_path(tmp_path_factory) -> Path:
+    import torch
+
+    from models.export import save_generator
+    from models.srgan import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("gen") / "generator.safetensors"
+    save_generator(Generator(GeneratorConfig(n_blocks=2, channels=16)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("archive")
+    a = make_clip(d / "cam_a.mp4", n=20, size=(64, 48), fps=25, audio=True)
+    b = make_clip(d / "cam_b.mp4", n=30, size=(80, 48), fps=15, audio=False)
+    whole = make_clip(d / "tmp_whole.mp4", n=20, size=(64, 48), fps=25).read_bytes()
+    corrupt = d / "cam_corrupt.mp4"
+    corrupt.write_bytes(whole[: len(whole) // 2])  # truncated: no moov atom
+    (d / "tmp_whole.mp4").unlink()
+    return {"a": a, "b": b, "corrupt": corrupt}
+
+
+def _audio_packets(path: Path) -> list[tuple[float, int]]:
+    import av
+
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return []
+        s = c.streams.audio[0]
+        return [(float(p.pts * s.time_base), p.size) for p in c.demux(s) if p.size]
+
+
+def _first_frame(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def _outputs(out: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in out.glob("*.json")
+            if p.name != "enhance_report.json" and "survsr:provenance" in p.read_text()}
+
+
+def test_archive_with_corrupt_clip_on_ray_data(ray_session, gen_path, clips, tmp_path):
+    out = tmp_path / "out"
+    rep = run_enhance([clips["a"], clips["corrupt"]], gen_path, out, EnhanceConfig(ray=RayConfig(actors=1)))
+    assert (rep["done"], rep["failed"]) == (1, 1)
+    bad = next(v for v in rep["videos"] if v["status"] == "failed")
+    assert "cam_corrupt.mp4" in bad["reason"]
+    good = next(v for v in rep["videos"] if v["status"] == "done")
+    video = out / good["output"]
+    # frame rate, timestamps, audio (copied packet for packet), size x2
+    assert read_frame_times(video) == pytest.approx(read_frame_times(clips["a"]), abs=1e-3)
+    got, want = _audio_packets(video), _audio_packets(clips["a"])
+    assert len(want) > 5 and [n for _, n in got] == [n for _, n in want]  # same packets, not re-encoded
+    assert [t for t, _ in got] == pytest.approx([t for t, _ in want], abs=1e-3)
+    import av
+
+    with av.open(str(video)) as c, av.open(str(clips["a"])) as s:
+        assert c.streams.video[0].average_rate == s.streams.video[0].average_rate
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (128, 96)
+    # marked as model output: sidecar provenance and the visible band (on by default)
+    side = _outputs(out)[video.name[: -len(".mp4")] + ".json"]
+    assert side["sha256"] == sha256_file(video)
+    doc = side[PROVENANCE_KEY]
+    assert doc["model_output"] is True and doc["marking"]["visible_label"] is True
+    assert doc["stages"][0]["model_sha256"] == sha256_file(gen_path)
+    assert doc["source"]["sha256"] == sha256_file(clips["a"])
+    assert label_present(_first_frame(video), tolerance=12)
+    assert json.loads((out / "enhance_report.json").read_text())["failed"] == 1
+    assert (out / "audit.jsonl").read_text().count("\n") == 1
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(ray_session, gen_path, clips, tmp_path):
+    out = tmp_path / "out"
+    inputs = [clips["a"], clips["corrupt"], clips["b"]]
+    cfg = EnhanceConfig(batch_size=4, ray=RayConfig(enabled=False))
+
+    def interrupt(path: str, frames: int) -> None:
+        if path.endswith("cam_b.mp4") and frames >= 8:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of writing cam_b
+
+    with pytest.raises(KeyboardInterrupt):
+        run_enhance(inputs, gen_path, out, cfg, progress=interrupt)
+    done_a = {n: s for n, s in _outputs(out).items()}
+    assert len(done_a) == 1 and "cam_a" in next(iter(done_a))
+    assert not list(out.glob("cam_b*")) and not list(out.glob(".*.tmp"))  # no half-written file survived
+    a_video = out / next(iter(done_a.values()))["path"]
+    a_sha, a_mtime = sha256_file(a_video), a_video.stat().st_mtime_ns
+    # and what a kill -9 would leave behind: a stale temp file
+    (out / ".cam_b-0000.frame.mp4.x1y2.tmp").write_bytes(b"partial")
+
+    rep = run_enhance(inputs, gen_path, out, EnhanceConfig(batch_size=4, ray=RayConfig(actors=1)))
+    status = {Path(v["input"]).name: v["status"] for v in rep["videos"]}
+    assert status == {"cam_a.mp4": "skipped", "cam_corrupt.mp4": "failed", "cam_b.mp4": "done"}
+    assert sha256_file(a_video) == a_sha and a_video.stat().st_mtime_ns == a_mtime  # not redone
+    assert not list(out.glob(".*.tmp"))
+    videos = sorted(p.name for p in out.glob("*.mp4"))
+    assert len(videos) == 2 and videos[0].startswith("cam_a-") and videos[1].startswith("cam_b-")
+    b_video = next(out.glob("cam_b-*.mp4"))
+    assert read_frame_times(b_video) == pytest.approx(read_frame_times(clips["b"]), abs=1e-3)
+    assert _audio_packets(b_video) == []
+    # a third run has nothing left to do
+    again = run_enhance(inputs, gen_path, out, cfg)
+    assert (again["skipped"], again["done"], again["failed"]) == (2, 0, 1)
+
+
+def test_side_by_side_without_label(gen_path, clips, tmp_path):
+    cfg = EnhanceConfig(mode="side-by-side", label=MarkingConfig(enabled=False), ray=RayConfig(enabled=False))
+    rep = run_enhance([clips["b"]], gen_path, tmp_path, cfg)
+    video = tmp_path / rep["videos"][0]["output"]
+    frame = _first_frame(video)
+    assert frame.shape == (96, 320, 3)  # original (bicubic x2) | enhanced
+    assert not label_present(frame, tolerance=12)
+    side = json.loads(video.with_suffix(".json").read_text())
+    assert side["model_output"] is True and side[PROVENANCE_KEY]["marking"]["visible_label"] is False
+
+
+def test_faces_mode_on_carphone(gen_path, carphone, tmp_path):
+    pytest.importorskip("video.detect")
+    cfg = EnhanceConfig(mode="faces", max_frames=6, faces=FacesConfig(stride=2), ray=RayConfig(enabled=False))
+    rep = run_enhance([carphone["pristine"]], gen_path, tmp_path, cfg)
+    v = rep["videos"][0]
+    assert v["status"] == "done" and v["frames"] == 6 and v["faces"] >= 1
+    side = json.loads((tmp_path / f"{v['output']}.json").read_text())
+    crop = side["crops"][0]
+    assert crop["frame_index"] % 2 == 0 and len(crop["box"]) == 4
+    png = tmp_path / crop["path"]
+    assert sha256_file(png) == crop["sha256"]
+    doc = json.loads(read_png_text(png)[PROVENANCE_KEY])
+    assert doc["model_output"] is True and doc["source"]["frame_index"] == crop["frame_index"]
+    assert doc["source"]["box"] == crop["box"] and doc["source"]["sha256"] == sha256_file(carphone["pristine"])
+    from PIL import Image
+
+    img = np.asarray(Image.open(png).convert("RGB"))
+    x, y, w, h = crop["box"]
+    assert img.shape[1] == 2 * w and img.shape[0] > 2 * h  # x2 crop plus the label band below it
+    assert label_present(img, MarkingConfig(mode="extend"))
