@@ -25,7 +25,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
+        # address="local": always a new instance; with None Ray would join whatever cluster
+        # /tmp/ray/ray_current_cluster names (another user's run on a shared box) and reject num_cpus.
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
                  _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", log_to_driver=True)
         log.info("started local Ray: %s", ray.cluster_resources())
     return ray
