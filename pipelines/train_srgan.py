@@ -254,6 +254,7 @@ def decode_rows(batch: dict[str, np.ndarray], size: int, pair_size: int) -> dict
 def build_datasets(plan: dict[str, Any], cfg: TrainSRGANConfig):
     """Ray datasets {"hr", "lr"} of decoded faces (bad rows dropped) and the list of skipped rows."""
     import ray
+    from ray.data.expressions import col
 
     hr_size, lr_size = cfg.discriminator.input_size, cfg.lr_size
     out, skipped = {}, []
@@ -266,7 +267,7 @@ def build_datasets(plan: dict[str, Any], cfg: TrainSRGANConfig):
             if r["error"]:
                 log.warning("skipping %s face %s: %s", name, r["crop_id"], r["error"])
                 skipped.append({"set": name, "crop_id": r["crop_id"], "error": r["error"]})
-        out[name] = ds.filter(lambda r: not r["error"]).drop_columns(["error", "crop_id"]).materialize()
+        out[name] = ds.filter(expr=col("error") == "").drop_columns(["error", "crop_id"]).materialize()
     return out, skipped
 
 
@@ -371,11 +372,67 @@ class _RunLog:
 
 
 # ---------------------------------------------------------------------------------------- worker loop
+class SRGANStep:
+    """One optimizer step of D and/or G (shared by the Ray Train loop and benchmarks/srgan_train.py).
+
+    ``G_run``/``D_run`` are the (possibly DDP-wrapped) modules used where gradients must be all-reduced;
+    ``G``/``D`` the plain modules."""
+
+    def __init__(self, G, D, G_run, D_run, opt_g, opt_d, mediator, loss_cfg: LossConfig, scale: int,
+                 bf16: bool = False):
+        self.G, self.D, self.G_run, self.D_run = G, D, G_run, D_run
+        self.opt_g, self.opt_d, self.mediator = opt_g, opt_d, mediator
+        self.loss_cfg, self.scale, self.bf16 = loss_cfg, scale, bf16
+
+    def _autocast(self, device_type: str):
+        import torch
+
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def __call__(self, real, lr, pair, has_pair, *, do_d: bool, do_g: bool, adversarial: bool = True) -> dict:
+        import torch
+
+        from models.losses import d_loss, g_losses
+
+        dev = lr.device.type
+        parts: dict[str, Any] = {}
+        with self._autocast(dev), torch.set_grad_enabled(do_g):
+            sr = self.G_run(lr)  # one G forward serves both the D step (detached) and the G step
+        if do_d:
+            with self._autocast(dev):
+                real_logits = self.D_run(real)
+                fake_logits = self.D_run(sr.detach())
+                loss_d = d_loss(real_logits, fake_logits)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            parts.update(d_loss=loss_d.detach(), d_real=torch.sigmoid(real_logits.detach().float()).mean(),
+                         d_fake=torch.sigmoid(fake_logits.detach().float()).mean())
+        if do_g:
+            # D's plain module (not its DDP wrapper) scores the fakes: D is not being trained here, so its
+            # gradients must be neither computed nor all-reduced.
+            self.D.requires_grad_(False)
+            try:
+                with self._autocast(dev):
+                    use_adv = adversarial and self.loss_cfg.adversarial > 0
+                    g_fake = self.D(sr) if use_adv else None
+                    loss_g, g_parts = g_losses(self.loss_cfg, sr, lr, g_fake, pair, has_pair, self.mediator,
+                                               self.scale)
+                self.opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                self.opt_g.step()
+            finally:
+                self.D.requires_grad_(True)
+            parts.update(g_loss=loss_g.detach(), **g_parts)
+            if g_fake is not None:
+                parts["d_fake_g"] = torch.sigmoid(g_fake.detach().float()).mean()
+        return parts
+
+
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import torch
 
-    from models.losses import d_loss, g_losses
     from models.mediator import build_mediator
     from models.srgan import Discriminator, Generator
 
@@ -446,8 +503,8 @@ def train_loop_per_worker(config: dict) -> None:
         runlog.write({"kind": "start", "step": start_step, "resumed": ckpt is not None, "world_size": world,
                       "device": str(device), "total_steps": total, "steps_per_epoch": spe,
                       "mediator": med_status.status})
-    use_bf16 = cfg.train.bf16 and device.type == "cuda"
-    autocast = lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
+    stepper = SRGANStep(G, D, G_run, D_run, opt_g, opt_d, mediator, cfg.loss, scale,
+                        bf16=cfg.train.bf16 and device.type == "cuda")
     fail_marker = out_dir / f".debug_failed_at_{cfg.debug.fail_at_step}"
 
     def save_and_report(step: int, epoch: int, metrics: dict, with_ckpt: bool) -> None:
@@ -500,41 +557,11 @@ def train_loop_per_worker(config: dict) -> None:
             else:
                 do_d = ((step - cfg.train.pretrain_steps) // cfg.train.k) % 2 == 0
                 do_g = not do_d
-            parts: dict[str, Any] = {}
-            with autocast():
-                if do_g:
-                    sr = G_run(lr)
-                else:
-                    with torch.no_grad():
-                        sr = G_run(lr)
-            if do_d:
-                with autocast():
-                    real_logits = D_run(real)
-                    fake_logits = D_run(sr.detach())
-                    loss_d = d_loss(real_logits, fake_logits)
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
-                parts.update(d_loss=loss_d.detach(), d_real=torch.sigmoid(real_logits.detach().float()).mean(),
-                             d_fake=torch.sigmoid(fake_logits.detach().float()).mean())
-            if do_g:
-                # D's plain module (not its DDP wrapper) scores the fakes: D is not being trained here, so
-                # its gradients must not be computed or all-reduced.
-                D.requires_grad_(False)
-                with autocast():
-                    g_fake = D(sr) if cfg.loss.adversarial > 0 and not pretrain else None
-                    loss_g, g_parts = g_losses(cfg.loss, sr, lr, g_fake, pair, has_pair, mediator, scale)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                D.requires_grad_(True)
-                parts.update(g_loss=loss_g.detach(), **g_parts)
-                if g_fake is not None:
-                    parts["d_fake_g"] = torch.sigmoid(g_fake.detach().float()).mean()
+            parts = stepper(real, lr, pair, has_pair, do_d=do_d, do_g=do_g, adversarial=not pretrain)
             step += 1
             faces_window += pwb * world
             for k, v in parts.items():
-                acc.setdefault(k, []).append(float(v))
+                acc.setdefault(k, []).append(v)  # tensors: no device sync per step
             if runlog and step % cfg.train.log_every == 0:
                 dt = time.perf_counter() - t_window
                 runlog.write({"kind": "step", "step": step, "epoch": epoch, "phase": "DG" if do_d and do_g else
@@ -546,7 +573,7 @@ def train_loop_per_worker(config: dict) -> None:
             if end_epoch or want_ckpt:
                 metrics = {"step": step, "epoch": epoch + (1 if end_epoch else 0)}
                 if end_epoch:
-                    metrics.update({k: float(np.mean(v)) for k, v in acc.items()})
+                    metrics.update({k: float(torch.stack(v).float().mean()) for k, v in acc.items()})
                     acc = {}
                     if rank == 0 and (epoch + 1) % cfg.train.eval_every_epochs == 0:
                         metrics.update(heldout_metrics(G, config["heldout"], device, scale))

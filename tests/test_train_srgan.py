@@ -1,0 +1,144 @@
+"""SRGAN training on Ray Train: 2 CPU workers, tiny models, tiny manifests built here to the shared contracts
+(ingest's faces.parquet with 32x32 LR PNGs, ZSSR's zssr.parquet with 64x64 PNGs)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from models.export import load_generator, read_metadata
+from models.srgan import Generator, GeneratorConfig
+from pipelines.train_srgan import decode_rows, load_config, plan_data, resume_hash, run_train
+from survsr.provenance import write_parquet_atomic, write_png
+
+TINY = [
+    "generator.channels=8", "generator.n_blocks=2", "discriminator.channels=8", "discriminator.dense=16",
+    "mediator.layer=VGG22", "mediator.allow_fallback=true", "mediator.fallback=random",
+    "loss.pixel=1.0", "train.batch_size=4", "train.checkpoint_every=2", "train.log_every=1",
+    "train.schedule=alternate", "ray.num_workers=2", "ray.cpus_per_worker=1", "ray.max_failures=1",
+]
+
+
+def make_manifests(root: Path, n_train: int = 24, n_test: int = 4) -> tuple[Path, Path]:
+    """Real faces (skimage lfw_subset) as 64x64 'ZSSR' outputs and their 32x32 bicubic downscales as LR."""
+    from skimage.data import lfw_subset
+
+    faces_dir, zssr_dir = root / "faces", root / "zssr"
+    rows, zrows = [], []
+    for i, face in enumerate(lfw_subset()[: n_train + n_test]):
+        tint = np.array([1.0, 0.9, 0.8])  # RGB, not grey: catches channel-order slips
+        hr = np.asarray(Image.fromarray((face[..., None] * tint * 255).astype(np.uint8)).resize((64, 64), Image.BICUBIC))
+        lr = np.asarray(Image.fromarray(hr).resize((32, 32), Image.BICUBIC))
+        cid, split = f"toy{i:04d}-f000000-0", ("train" if i < n_train else "test")
+        lr_rel, hr_rel = f"crops/lr/{cid}.png", f"hr/{cid}.png"
+        rows.append({"crop_id": cid, "lr_path": lr_rel, "sha256": write_png(faces_dir / lr_rel, lr), "split": split,
+                     "lr_size": 32})
+        zrows.append({"crop_id": cid, "hr_path": hr_rel, "sha256": write_png(zssr_dir / hr_rel, hr), "split": split,
+                      "lr_path": str(faces_dir / lr_rel), "iterations": 1})
+    write_parquet_atomic(pd.DataFrame(rows), faces_dir / "faces.parquet")
+    write_parquet_atomic(pd.DataFrame(zrows), zssr_dir / "zssr.parquet")
+    return faces_dir, zssr_dir
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory):
+    return make_manifests(tmp_path_factory.mktemp("srgan_data"))
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_plan_splits_train_faces_into_disjoint_halves(manifests):
+    cfg = load_config(None, TINY)
+    plan = plan_data(*manifests, cfg)
+    hr_ids = {r["crop_id"] for r in plan["hr"]}
+    lr_ids = {r["crop_id"] for r in plan["lr"]}
+    assert hr_ids and lr_ids and not hr_ids & lr_ids and len(hr_ids | lr_ids) == 24
+    assert all(r["pair_path"] for r in plan["lr"])  # every G input has its ZSSR pseudo-pair
+    assert len(plan["heldout"]) == 4 and all(r["crop_id"].startswith("toy002") for r in plan["heldout"])
+    again = plan_data(*manifests, cfg)
+    assert [r["crop_id"] for r in again["hr"]] == sorted(hr_ids)  # deterministic
+    other = plan_data(*manifests, load_config(None, [*TINY, "data.split_seed=1"]))
+    assert {r["crop_id"] for r in other["hr"]} != hr_ids
+
+
+def test_decode_rows_reports_bad_files(manifests, tmp_path):
+    faces_dir, _ = manifests
+    good = sorted((faces_dir / "crops" / "lr").glob("*.png"))[0]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    batch = {k: np.array(v, dtype=object) for k, v in {
+        "crop_id": ["a", "b", "c"], "path": [str(good), str(bad), str(good)], "sha256": ["", "", "0" * 64],
+        "pair_path": ["", "", ""], "pair_sha256": ["", "", ""]}.items()}
+    out = decode_rows(batch, 32, 64)
+    assert out["error"][0] == "" and out["img"][0].shape == (32, 32, 3) and out["img"][0].any()
+    assert str(bad) in out["error"][1]
+    assert "sha256" in out["error"][2] and str(good) in out["error"][2]
+
+
+def test_missing_vgg_weights_without_explicit_fallback_fails_before_training(manifests, tmp_path, monkeypatch):
+    from survsr.cli import main
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
+    rc = main(["train", "--faces", str(manifests[0]), "--zssr", str(manifests[1]), "--out", str(tmp_path / "r"),
+               "ray.num_workers=2"])
+    assert rc == 1 and not (tmp_path / "r" / "train_meta.json").exists()
+
+
+def test_train_two_workers_recover_resume_export(ray_session, manifests, tmp_path):
+    """One 2-worker run that crashes once at step 3 (recovered from the step-2 checkpoint), then a re-run of
+    the same job with a longer schedule, which must continue from step 4, not 0."""
+    faces_dir, zssr_dir = manifests
+    run = tmp_path / "run"
+    cfg = load_config(None, [*TINY, "train.max_steps=4", "debug.fail_at_step=3", "debug.fail_rank=1"])
+    summary = run_train(faces_dir, zssr_dir, run, cfg)
+
+    assert summary["final_step"] == 4 and summary["world_size"] == 2
+    assert summary["mediator_status"] == "random-init (fallback)"
+    meta = json.loads((run / "train_meta.json").read_text())
+    assert meta["mediator"]["status"] == "random-init (fallback)" and "RANDOM-INIT" in meta["mediator"]["warning"]
+    assert meta["counts"]["hr_decoded"] + meta["counts"]["lr_decoded"] == 24
+    log = _log(run)
+    starts = [r for r in log if r["kind"] == "start"]
+    assert [(s["step"], s["resumed"]) for s in starts] == [(0, False), (2, True)]  # crash at 3 -> resumed at 2
+    steps = [r for r in log if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [1, 2, 3, 3, 4]  # step 3 ran before the crash and again after
+    for r in steps:
+        for k in ("d_loss", "g_loss", "g_adv", "g_lrc", "g_pix", "g_vgg", "d_real", "d_fake"):
+            assert math.isfinite(r[k]), (k, r)
+        assert 0.0 < r["d_real"] < 1.0
+    epochs = [r for r in log if r["kind"] == "epoch"]  # 24 faces / 2 halves / 2 workers / 2 per worker = 3 steps
+    assert epochs and "heldout_psnr_bicubic_vs_zssr" in epochs[0] and math.isfinite(epochs[0]["heldout_psnr_g_vs_zssr"])
+    assert (run / "metrics.csv").read_text().count("\n") == len(epochs) + 1
+
+    # export: reloads without pickle, same output as the final checkpoint's generator
+    gen = load_generator(run / "generator.safetensors")
+    ckpts = sorted((run / "ray" / "srgan").glob("step_*"))
+    assert ckpts[-1].name == "step_000000004"
+    state = torch.load(ckpts[-1] / "state.pt", map_location="cpu", weights_only=True)
+    ref = Generator(GeneratorConfig(**state["generator_config"]))
+    ref.load_state_dict(state["G"])
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(gen(x), ref.eval()(x)) and not torch.equal(gen(x), Generator(gen.cfg).eval()(x))
+    md = read_metadata(run / "generator.safetensors")["metadata"]
+    assert md["mediator"]["status"] == "random-init (fallback)" and md["step"] == 4
+
+    # same job, longer schedule: continues from the step-4 checkpoint
+    cfg2 = load_config(None, [*TINY, "train.max_steps=6"])
+    assert resume_hash(cfg2) == resume_hash(cfg)
+    summary2 = run_train(faces_dir, zssr_dir, run, cfg2)
+    assert summary2["final_step"] == 6
+    starts = [r for r in _log(run) if r["kind"] == "start"]
+    assert (starts[-1]["step"], starts[-1]["resumed"]) == (4, True)
+    assert [r["step"] for r in _log(run) if r["kind"] == "step"][-2:] == [5, 6]
+    # and once more: already complete, nothing is retrained
+    assert run_train(faces_dir, zssr_dir, run, cfg2)["generator"] == summary2["generator"]
+    assert len([r for r in _log(run) if r["kind"] == "start"]) == 3
