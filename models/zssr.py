@@ -1,0 +1,534 @@
+"""Zero-Shot Super-Resolution (Shocher, Cohen, Irani, CVPR 2018), one image at a time.
+
+Faithful to the defaults of the official code (``configs.py``): an 8-layer 3x3 64-channel ReLU CNN without
+biases that learns the residual over the bicubic upscale, trained with L1 and Adam (lr 1e-3) on pairs made from
+the test image itself: "HR fathers" are the image and downscaled copies of it (scale in [0.5, 1]), augmented
+with the 8 rotations/mirrors and randomly cropped to 128 px where larger; "LR sons" are the fathers downscaled
+by the scale factor (bicubic, or a given kernel), optionally with noise. Learning-rate policy: every 50
+iterations the reconstruction error of the input from its own son is measured; every 60 iterations (and at
+least ``min_iters`` after the last change) a line is fitted to the last 256/50 errors and the lr is divided by
+10 when ``-1.5 * slope < std`` (the slope's standard error, as ``np.polyfit(cov=True)`` in the official code);
+training stops once the lr falls below ``min_learning_rate`` or at ``max_iters``. Inference: geometric
+self-ensemble (8 transforms, median) with back-projection.
+
+Two deliberate departures, both documented in ``configs/zssr.yaml``: (1) the official "affine" augmentation
+(arbitrary angle + shear through ``warpPerspective`` onto a 128x128 canvas, which pads small images with
+black) is replaced by "downscale + one of the 8 dihedral transforms", and a crop never exceeds the father, so a
+32x32 face is never pasted on a black canvas; (2) random numbers come from a counter-based generator keyed
+by (seed, stream, counter), so the batched engine (``models/zssr_batched.py``) draws exactly the numbers this
+path draws for the same face and seed, whatever else shares the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Smallest input side: the smallest father (min_scale * side) must still have a son of >= 2 pixels.
+MIN_SIDE = 8
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+@dataclasses.dataclass
+class ZSSRConfig:
+    scale: float = 2.0                      # output = round(input * scale)
+    depth: int = 8                          # conv layers (3x3, no bias, ReLU between)
+    width: int = 64                         # channels of the hidden layers
+    init_variance: float = 0.1              # weights ~ N(0, init_variance / (3*3*in_channels))
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 9e-6         # official code: stop once lr has fallen to 1e-6 (< 9e-6)
+    learning_rate_change_ratio: float = 1.5
+    learning_rate_policy_check_every: int = 60
+    learning_rate_slope_range: int = 256    # iterations of reconstruction errors in the line fit
+    run_test_every: int = 50                # reconstruction error measured every N iterations
+    min_iters: int = 256                    # iterations between lr changes (and before the first one)
+    max_iters: int = 3000
+    crop_size: int = 128
+    noise_std: float = 0.0                  # 0.0125 = the official "real image" setting
+    leave_as_is_probability: float = 0.05
+    no_interpolate_probability: float = 0.45
+    min_scale: float = 0.5                  # fathers are the input downscaled by [min_scale, 1]
+    output_flip: bool = True                # geometric self-ensemble of 8 transforms
+    back_projection_iters: int = 10
+    kernel: str | None = None               # .npy downscaling kernel for the sons (default: bicubic)
+    device: str = "auto"                    # auto | cpu | cuda | cuda:N
+    precision: str = "auto"                 # auto (bf16 on cuda, fp32 on cpu) | fp32 | fp64 | bf16
+
+    def validate(self) -> None:
+        if self.scale <= 1.0:
+            raise ValueError(f"scale: must be > 1, got {self.scale}")
+        if self.depth < 2 or self.width < 1:
+            raise ValueError("depth must be >= 2 and width >= 1")
+        if not 0 < self.min_learning_rate < self.learning_rate:
+            raise ValueError("need 0 < min_learning_rate < learning_rate")
+        if self.max_iters < 1 or self.min_iters < 0 or self.run_test_every < 1:
+            raise ValueError("max_iters >= 1, min_iters >= 0, run_test_every >= 1 required")
+        if self.learning_rate_policy_check_every < 1 or self.learning_rate_slope_range < 1:
+            raise ValueError("learning_rate_policy_check_every and learning_rate_slope_range must be >= 1")
+        if not 0 < self.min_scale <= 1:
+            raise ValueError(f"min_scale: must be in (0, 1], got {self.min_scale}")
+        if self.leave_as_is_probability + self.no_interpolate_probability > 1 or min(
+                self.leave_as_is_probability, self.no_interpolate_probability) < 0:
+            raise ValueError("augmentation probabilities must be >= 0 and sum to <= 1")
+        if self.crop_size < 4 or self.back_projection_iters < 0 or self.noise_std < 0:
+            raise ValueError("crop_size >= 4, back_projection_iters >= 0, noise_std >= 0 required")
+        if self.precision not in ("auto", "fp32", "fp64", "bf16"):
+            raise ValueError(f"precision: one of auto, fp32, fp64, bf16; got {self.precision!r}")
+        if self.kernel is not None and not Path(self.kernel).is_file():
+            raise ValueError(f"kernel: {self.kernel}: file not found")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Counter-based random numbers: value = f(seed, stream, counter). Vectorised over faces, so the batched engine
+# reproduces each face's draws exactly (a per-face np.random.Generator would need a Python loop per face).
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+STREAM_AUG, STREAM_NOISE, STREAM_TEST_NOISE, STREAM_INIT = 1, 2, 3, 16
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def uniforms(seeds, stream: int, counters) -> np.ndarray:
+    """Uniform [0, 1) doubles; ``seeds`` and ``counters`` broadcast against each other."""
+    s = np.asarray(seeds, dtype=np.int64).astype(np.uint64)
+    c = np.asarray(counters, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        key = _splitmix(_splitmix(s) ^ np.uint64(stream * 0x632BE59BD9B4E019 & 0xFFFFFFFFFFFFFFFF))
+        x = _splitmix(key + c)
+    return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def normals(seeds, stream: int, counters) -> np.ndarray:
+    """Standard normals by Box-Muller from two uniforms per value (counters 2n and 2n+1)."""
+    c = np.asarray(counters, dtype=np.int64)
+    u1 = uniforms(seeds, stream, 2 * c)
+    u2 = uniforms(seeds, stream, 2 * c + 1)
+    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
+
+
+N_AUG_DRAWS = 5  # mode, scale, dihedral, crop y, crop x
+
+
+def aug_draws(seeds, iters) -> np.ndarray:
+    """[N, 5] uniforms for the augmentation of iteration ``iters[i]`` of face ``seeds[i]``."""
+    seeds = np.atleast_1d(np.asarray(seeds, dtype=np.int64))
+    iters = np.atleast_1d(np.asarray(iters, dtype=np.int64))
+    counters = iters[:, None] * N_AUG_DRAWS + np.arange(N_AUG_DRAWS)[None, :]
+    return uniforms(seeds[:, None], STREAM_AUG, counters)
+
+
+def noise_tensor(seed: int, stream: int, index: int, shape, cfg: ZSSRConfig, like: torch.Tensor) -> torch.Tensor:
+    n = int(np.prod(shape))
+    z = normals(seed, stream, (np.int64(index) << np.int64(24)) + np.arange(n, dtype=np.int64))
+    return torch.from_numpy(z.reshape(shape) * cfg.noise_std).to(device=like.device, dtype=like.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Geometry and resampling
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 rotations/mirrors (k < 4: rotate k*90 deg; k >= 4: then mirror left-right)."""
+    y = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(y, dims=(-1,)) if k >= 4 else y
+
+
+def undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    y = torch.flip(x, dims=(-1,)) if k >= 4 else x
+    return torch.rot90(y, -(k % 4), dims=(-2, -1))
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic (PIL-like, a=-0.5) to an exact size; NCHW."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
+
+
+def load_kernel(path: str | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    k = np.load(path)
+    if k.ndim != 2 or not np.isfinite(k).all() or k.sum() <= 0:
+        raise ValueError(f"{path}: a downscaling kernel must be a finite 2-D array with positive sum")
+    return k / k.sum()
+
+
+def downscale(x: torch.Tensor, size: tuple[int, int], kernel: np.ndarray | None) -> torch.Tensor:
+    """Bicubic downscale, or (official ``numeric_kernel``) correlate with ``kernel`` under symmetric padding
+    and sample the pixels nearest to the output grid."""
+    if kernel is None:
+        return resize(x, size)
+    kh, kw = kernel.shape
+    h, w = x.shape[-2:]
+    py, px = kh // 2, kw // 2
+    iy = _symmetric_index(h, py, kh - 1 - py, x.device)
+    ix = _symmetric_index(w, px, kw - 1 - px, x.device)
+    xp = x[..., iy, :][..., ix]
+    wt = torch.as_tensor(kernel, dtype=x.dtype, device=x.device).expand(x.shape[1], 1, kh, kw)
+    filtered = F.conv2d(xp, wt, groups=x.shape[1])
+    ys = np.round(np.linspace(0, h - h / size[0], size[0])).astype(np.int64)
+    xs = np.round(np.linspace(0, w - w / size[1], size[1])).astype(np.int64)
+    return filtered[..., torch.as_tensor(ys, device=x.device), :][..., torch.as_tensor(xs, device=x.device)]
+
+
+def _symmetric_index(n: int, before: int, after: int, device) -> torch.Tensor:
+    idx = np.arange(-before, n + after)
+    idx = np.where(idx < 0, -idx - 1, idx)
+    idx = np.where(idx >= n, 2 * n - idx - 1, idx)
+    return torch.as_tensor(np.clip(idx, 0, n - 1), device=device)
+
+
+def son_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    return max(1, int(round(h / scale))), max(1, int(round(w / scale)))
+
+
+def out_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    return int(round(h * scale)), int(round(w * scale))
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+    """One iteration's augmentation: scaled size, crop and dihedral transform."""
+    fh: int
+    fw: int
+    y0: int
+    x0: int
+    ch: int
+    cw: int
+    k: int
+
+
+def decode_draw(u: np.ndarray, h: int, w: int, cfg: ZSSRConfig) -> Draw:
+    """Turn 5 uniforms into an augmentation (official ``random_augment`` modes: leave as is / only the 8
+    lossless transforms / scaled; see the module docstring for the affine substitution)."""
+    if u[0] < cfg.leave_as_is_probability:
+        s, k = 1.0, 0
+    elif u[0] < cfg.leave_as_is_probability + cfg.no_interpolate_probability:
+        s, k = 1.0, min(7, int(u[2] * 8))
+    else:
+        s, k = u[1] * (1.0 - cfg.min_scale) + cfg.min_scale, min(7, int(u[2] * 8))
+    smallest = max(2, int(math.ceil(2 * cfg.scale)))
+    fh = min(h, max(smallest, int(round(h * s))))
+    fw = min(w, max(smallest, int(round(w * s))))
+    ch, cw = min(fh, cfg.crop_size), min(fw, cfg.crop_size)
+    y0 = min(fh - ch, int(u[3] * (fh - ch + 1)))
+    x0 = min(fw - cw, int(u[4] * (fw - cw + 1)))
+    return Draw(fh, fw, y0, x0, ch, cw, k)
+
+
+class FatherSource:
+    """Training pairs of one image. Fathers/sons of images no larger than the crop repeat (a 32x32 face has a
+    few dozen distinct ones), so they are cached; for large images they are computed each time."""
+
+    def __init__(self, image: torch.Tensor, cfg: ZSSRConfig, kernel: np.ndarray | None):
+        self.image, self.cfg, self.kernel = image, cfg, kernel
+        self.h, self.w = image.shape[-2:]
+        self.small = max(self.h, self.w) <= cfg.crop_size
+        self._scaled: dict[tuple[int, int], torch.Tensor] = {}
+        self._pairs: dict[Draw, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def scaled(self, fh: int, fw: int) -> torch.Tensor:
+        key = (fh, fw)
+        if key in self._scaled:
+            return self._scaled[key]
+        img = resize(self.image, key).clamp(0, 1)
+        if self.small:
+            self._scaled[key] = img
+        return img
+
+    def clean_pair(self, d: Draw) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(father, clean son, bicubic upscale of the clean son to the father's size)."""
+        hit = self._pairs.get(d)
+        if hit is not None:
+            return hit
+        father = self.scaled(d.fh, d.fw)[..., d.y0:d.y0 + d.ch, d.x0:d.x0 + d.cw]
+        father = dihedral(father, d.k).contiguous()
+        fh, fw = father.shape[-2:]
+        son = downscale(father, son_size(fh, fw, self.cfg.scale), self.kernel).clamp(0, 1)
+        pair = (father, son, resize(son, (fh, fw)))
+        if self.small:
+            self._pairs[d] = pair
+        return pair
+
+    def pair(self, u: np.ndarray, seed: int, it: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(father, network input = upscaled son) for iteration ``it``."""
+        d = decode_draw(u, self.h, self.w, self.cfg)
+        father, son, interp = self.clean_pair(d)
+        if self.cfg.noise_std > 0:
+            son = (son + noise_tensor(seed, STREAM_NOISE, it, tuple(son.shape), self.cfg, son)).clamp(0, 1)
+            interp = resize(son, tuple(father.shape[-2:]))
+        return father, interp
+
+    def test_input(self, seed: int, index: int) -> torch.Tensor:
+        """The upscaled son of the whole input (reconstruction error; noisy like the training sons)."""
+        son = downscale(self.image, son_size(self.h, self.w, self.cfg.scale), self.kernel).clamp(0, 1)
+        if self.cfg.noise_std > 0:
+            son = (son + noise_tensor(seed, STREAM_TEST_NOISE, index, tuple(son.shape), self.cfg, son)).clamp(0, 1)
+        return resize(son, (self.h, self.w))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Network
+
+
+def layer_shapes(cfg: ZSSRConfig, channels: int = 3) -> list[tuple[int, int, int, int]]:
+    ins = [channels] + [cfg.width] * (cfg.depth - 1)
+    outs = [cfg.width] * (cfg.depth - 1) + [channels]
+    return [(o, i, 3, 3) for i, o in zip(ins, outs)]
+
+
+def init_weights(seed: int, cfg: ZSSRConfig) -> list[np.ndarray]:
+    """float64 weights, N(0, init_variance / fan_in) as in the official code (no biases)."""
+    out = []
+    for layer, shape in enumerate(layer_shapes(cfg)):
+        n = int(np.prod(shape))
+        std = math.sqrt(cfg.init_variance / (shape[1] * shape[2] * shape[3]))
+        out.append((normals(seed, STREAM_INIT + layer, np.arange(n)) * std).reshape(shape))
+    return out
+
+
+def net_forward(weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Residual CNN: the input (upscaled son) plus conv/ReLU stack output."""
+    h = x
+    for i, w in enumerate(weights):
+        h = F.conv2d(h, w.to(h.dtype) if h.dtype != w.dtype else w, padding=1)
+        if i < len(weights) - 1:
+            h = F.relu(h)
+    return x + h.to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Learning-rate policy (shared by both engines)
+
+
+@dataclasses.dataclass
+class LRState:
+    lr: float
+    last_change: int = 0
+    steps: list[int] = dataclasses.field(default_factory=list)
+    errors: list[float] = dataclasses.field(default_factory=list)
+    changes: list[int] = dataclasses.field(default_factory=list)
+
+
+def lr_policy(it: int, st: LRState, cfg: ZSSRConfig) -> bool:
+    """Official ``learning_rate_policy`` after iteration ``it``; divides ``st.lr`` by 10 and returns True
+    when the reconstruction error has stopped falling faster than its own noise."""
+    if (1 + it) % cfg.learning_rate_policy_check_every or it - st.last_change <= cfg.min_iters:
+        return False
+    n = max(1, int(cfg.learning_rate_slope_range / cfg.run_test_every))
+    x, y = st.steps[-n:], st.errors[-n:]
+    if len(x) < 3:  # polyfit's covariance needs more points than coefficients
+        return False
+    (slope, _), cov = np.polyfit(np.asarray(x, np.float64), np.asarray(y, np.float64), 1, cov=True)
+    std = math.sqrt(max(cov[0, 0], 0.0))
+    if -cfg.learning_rate_change_ratio * slope < std:
+        st.lr /= 10.0
+        st.last_change = it
+        st.changes.append(it)
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inference
+
+
+def back_project(y_sr: torch.Tensor, y_lr: torch.Tensor, kernel: np.ndarray | None) -> torch.Tensor:
+    down = downscale(y_sr, tuple(y_lr.shape[-2:]), kernel)
+    return (y_sr + resize(y_lr - down, tuple(y_sr.shape[-2:]))).clamp(0, 1)
+
+
+def median8(stack: torch.Tensor) -> torch.Tensor:
+    """np.median over dim 0 (mean of the two middle values for an even count; torch.median takes the lower)."""
+    s = stack.sort(dim=0).values
+    n = s.shape[0]
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def finish_ensemble(outs: torch.Tensor, image: torch.Tensor, cfg: ZSSRConfig,
+                    kernel: np.ndarray | None) -> torch.Tensor:
+    """``outs``: [T, B, C, H, W] per-transform outputs (already un-transformed); back-project each, take the
+    median, back-project again (official ``final_test``)."""
+    t = outs.shape[0]
+    flat = outs.reshape(t * outs.shape[1], *outs.shape[2:])
+    lr = image.repeat(t, 1, 1, 1)
+    for _ in range(cfg.back_projection_iters):
+        flat = back_project(flat, lr, kernel)
+    y = median8(flat.reshape(outs.shape))
+    for _ in range(cfg.back_projection_iters):
+        y = back_project(y, image, kernel)
+    return y
+
+
+def n_transforms(cfg: ZSSRConfig) -> int:
+    return 8 if cfg.output_flip else 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Image checks, device, precision
+
+
+def check_image(img, name: str = "image") -> tuple[np.ndarray, bool]:
+    """Return (float64 HxWx3 in [0,1], was_gray) or raise ValueError naming the problem."""
+    if not isinstance(img, np.ndarray):
+        raise ValueError(f"{name}: expected a numpy array, got {type(img).__name__}")
+    if img.dtype != np.uint8:
+        hint = " (16-bit image: convert to 8-bit first)" if img.dtype == np.uint16 else ""
+        raise ValueError(f"{name}: expected a uint8 image, got {img.dtype}{hint}")
+    gray = img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"{name}: expected HxW (gray) or HxWx3 (RGB), got shape {tuple(img.shape)}")
+    h, w = img.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"{name}: {w}x{h} pixels is too small for ZSSR (needs at least {MIN_SIDE}x{MIN_SIDE})")
+    return img.astype(np.float64) / 255.0, gray
+
+
+def to_uint8(x: torch.Tensor, gray: bool) -> np.ndarray:
+    """[1,3,H,W] (or [3,H,W]) float in [0,1] -> uint8 HxWx3 (HxW when the input was gray)."""
+    a = x.detach().to(torch.float64).cpu().numpy().reshape(3, *x.shape[-2:]).transpose(1, 2, 0)
+    a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(a.mean(axis=2).round().astype(np.uint8) if gray else a)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def pick_precision(precision: str, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
+    """(storage/master dtype, autocast dtype or None). bf16 = fp32 master weights + bf16 convs on cuda."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp64":
+        return torch.float64, None
+    if precision == "bf16":
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            return torch.float32, torch.bfloat16
+        return torch.float32, None  # bf16 convs on CPU are slow and gain nothing
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return torch.float32, None
+
+
+def autocast(device: torch.device, amp: torch.dtype | None):
+    if amp is None:
+        return torch.autocast(device_type=device.type, enabled=False)
+    return torch.autocast(device_type=device.type, dtype=amp)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One image at a time
+
+
+class ZSSR:
+    """Train one image's network and super-resolve it (the reference path; see ``zssr_batched`` for many)."""
+
+    def __init__(self, cfg: ZSSRConfig, device: torch.device | None = None):
+        self.cfg = cfg
+        self.device = device or pick_device(cfg.device)
+        self.dtype, self.amp = pick_precision(cfg.precision, self.device)
+        self.kernel = load_kernel(cfg.kernel)
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.transpose(2, 0, 1)[None].copy()).to(self.device, self.dtype)
+
+    def train(self, image: torch.Tensor, seed: int,
+              progress: Callable[[int, float, float], None] | None = None) -> tuple[list[torch.Tensor], dict]:
+        cfg = self.cfg
+        src = FatherSource(image, cfg, self.kernel)
+        weights = [torch.from_numpy(w).to(self.device, self.dtype).requires_grad_() for w in init_weights(seed, cfg)]
+        opt = torch.optim.Adam(weights, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS,
+                               foreach=False, fused=False)
+        st = LRState(lr=cfg.learning_rate)
+        loss_v, it = float("nan"), -1
+        for it in range(cfg.max_iters):
+            u = aug_draws([seed], [it])[0]
+            father, interp = src.pair(u, seed, it)
+            with autocast(self.device, self.amp):
+                out = net_forward(weights, interp)
+            loss = (out.to(father.dtype) - father).abs().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_v = float(loss.detach())
+            if it % cfg.run_test_every == 0:
+                with torch.no_grad(), autocast(self.device, self.amp):
+                    rec = net_forward(weights, src.test_input(seed, len(st.errors))).to(image.dtype).clamp(0, 1)
+                st.errors.append(float(((image - rec) ** 2).mean()))
+                st.steps.append(it)
+                if progress:
+                    progress(it, st.lr, st.errors[-1])
+            if lr_policy(it, st, cfg):
+                for g in opt.param_groups:
+                    g["lr"] = st.lr
+            if st.lr < cfg.min_learning_rate:
+                break
+        info = {"iterations": it + 1, "final_lr": st.lr, "final_loss": loss_v,
+                "final_rec_mse": st.errors[-1] if st.errors else float("nan"), "lr_changes": list(st.changes)}
+        return [w.detach() for w in weights], info
+
+    @torch.no_grad()
+    def infer(self, weights: list[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[-2:]
+        outs = []
+        for k in range(n_transforms(self.cfg)):
+            x = dihedral(image, k)
+            up = resize(x, out_size(x.shape[-2], x.shape[-1], self.cfg.scale))
+            with autocast(self.device, self.amp):
+                y = net_forward(weights, up).to(image.dtype).clamp(0, 1)
+            outs.append(undo_dihedral(y, k))
+        return finish_ensemble(torch.stack(outs), image, self.cfg, self.kernel)
+
+    def run(self, img_uint8: np.ndarray, seed: int = 0, name: str = "image") -> tuple[np.ndarray, dict]:
+        a, gray = check_image(img_uint8, name)
+        t0 = time.perf_counter()
+        image = self._tensor(a)
+        weights, info = self.train(image, seed)
+        out = self.infer(weights, image)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        info.update(seconds=time.perf_counter() - t0, device=str(self.device))
+        return to_uint8(out, gray), info
+
+
+def super_resolve(img_uint8: np.ndarray, cfg: ZSSRConfig | None = None, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Super-resolve one uint8 image (HxWx3 RGB or HxW gray) by ``cfg.scale``.
+
+    Returns (uint8 image of size round(H*scale) x round(W*scale), info) with info = {iterations, final_lr,
+    final_loss, final_rec_mse, lr_changes, seconds, device}. Deterministic on CPU for a fixed seed.
+    """
+    return ZSSR(cfg or ZSSRConfig()).run(img_uint8, seed)
+
+
+def bicubic_upscale(img_uint8: np.ndarray, scale: float = 2.0) -> np.ndarray:
+    """The baseline every ZSSR figure is compared against (same resampler as ZSSR's own upscale)."""
+    a, gray = check_image(img_uint8)
+    x = torch.from_numpy(a.transpose(2, 0, 1)[None].copy())
+    return to_uint8(resize(x, out_size(*a.shape[:2], scale)).clamp(0, 1), gray)

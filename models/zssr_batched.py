@@ -1,0 +1,279 @@
+"""Many ZSSR networks trained at once: one set of kernels for N faces' independent networks.
+
+Training a 32x32 face alone launches a handful of microsecond kernels per step and leaves a GPU idle. Here the
+N networks' weights are stacked ([N, out, in, 3, 3] per layer) and every layer is ONE grouped convolution
+(groups = N), so each step costs the same number of launches whatever N is. Each face keeps everything the
+one-at-a-time path (``models.zssr.ZSSR``) keeps: its own random draws (counter-based, keyed by its seed), its
+own Adam state and step count, its own learning-rate schedule and stopping iteration. A face that has finished
+leaves its slot (its output is computed by the batched self-ensemble) and the next waiting face takes it.
+
+Faces' fathers differ in size from step to step (random scale), so they sit at the top-left of a shared
+canvas and every layer's output is multiplied by the face's mask: outside the face the activations stay zero,
+which is exactly the zero padding of a convolution on the face alone. Losses are per-face means summed over
+faces, so each face's gradient is its own. The test ``tests/test_zssr.py`` checks, in float64 on CPU, that
+outputs and iteration counts equal the one-at-a-time path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.zssr import (
+    ADAM_BETAS, ADAM_EPS, FatherSource, LRState, ZSSRConfig, aug_draws, autocast, check_image, decode_draw,
+    dihedral, finish_ensemble, init_weights, layer_shapes, load_kernel, lr_policy, n_transforms, noise_tensor,
+    out_size, pick_device, pick_precision, resize, STREAM_NOISE, to_uint8, undo_dihedral,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _Face:
+    key: Any
+    seed: int
+    image: torch.Tensor       # [1, 3, H, W]
+    gray: bool
+    src: FatherSource
+    lr: LRState
+    t0: float
+    it: int = 0               # next iteration to run
+    loss: torch.Tensor | None = None
+    done: bool = False
+
+
+def grouped_forward(weights: Sequence[torch.Tensor], x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Residual CNN of G faces at once. ``weights[l]``: [G, out, in, 3, 3]; ``x``: [B, G, 3, H, W];
+    ``mask``: [G, 1, H, W] or None (all faces fill the canvas). Returns [B, G, 3, H, W]."""
+    b, g, c, h, w = x.shape
+    act = x.reshape(b, g * c, h, w)
+    for i, wt in enumerate(weights):
+        out_ch = wt.shape[1]
+        act = F.conv2d(act, wt.reshape(g * out_ch, *wt.shape[2:]).to(act.dtype), padding=1, groups=g)
+        if mask is not None:
+            act = (act.view(b, g, out_ch, h, w) * mask.to(act.dtype)).view(b, g * out_ch, h, w)
+        if i < len(weights) - 1:
+            act = F.relu(act)
+    return x + act.view(b, g, c, h, w).to(x.dtype)
+
+
+class BatchedZSSR:
+    """Train and super-resolve many images, ``slots`` networks at a time.
+
+    ``run(items)`` takes (key, uint8 image, seed) triples and yields (key, uint8 output, info) as faces finish,
+    or (key, None, exception) for an image that cannot be used (named in the message). Any image size works;
+    faces of similar size batch best (the canvas is the largest father in the batch).
+    """
+
+    def __init__(self, cfg: ZSSRConfig, slots: int = 256, device: torch.device | str | None = None):
+        self.cfg = cfg
+        self.slots = max(1, int(slots))
+        self.device = pick_device(cfg.device) if device is None else torch.device(device)
+        self.dtype, self.amp = pick_precision(cfg.precision, self.device)
+        self.kernel = load_kernel(cfg.kernel)
+        self.shapes = layer_shapes(cfg)
+        self.steps_run = 0
+
+    # -- slot state ------------------------------------------------------------------------------------
+    def _alloc(self, n: int) -> None:
+        z = lambda s: torch.zeros((n, *s), device=self.device, dtype=self.dtype)  # noqa: E731
+        self.W = [z(s).requires_grad_() for s in self.shapes]
+        self.m = [z(s) for s in self.shapes]
+        self.v = [z(s) for s in self.shapes]
+        self.faces: list[_Face | None] = [None] * n
+
+    def _admit(self, slot: int, key: Any, img: np.ndarray, seed: int) -> None:
+        a, gray = check_image(img, str(key))
+        image = torch.from_numpy(a.transpose(2, 0, 1)[None].copy()).to(self.device, self.dtype)
+        with torch.no_grad():
+            for layer, w0 in enumerate(init_weights(seed, self.cfg)):
+                self.W[layer][slot].copy_(torch.from_numpy(w0))
+                self.m[layer][slot].zero_()
+                self.v[layer][slot].zero_()
+        self.faces[slot] = _Face(key, int(seed), image, gray, FatherSource(image, self.cfg, self.kernel),
+                                 LRState(lr=self.cfg.learning_rate), time.perf_counter())
+
+    def _compact(self) -> None:
+        """When most slots are empty (the tail of a run), move the live faces to a smaller stack so the
+        grouped convolutions stop paying for empty groups."""
+        live = [i for i, f in enumerate(self.faces) if f is not None]
+        n = len(self.faces)
+        if not live or len(live) > n // 2 or n <= 8:
+            return
+        new_n = max(8, 1 << (len(live) - 1).bit_length())
+        if new_n >= n:
+            return
+        idx = torch.as_tensor(live, device=self.device)
+        with torch.no_grad():
+            self.W = [torch.cat([w[idx], w.new_zeros((new_n - len(live), *w.shape[1:]))]).requires_grad_()
+                      for w in self.W]
+            self.m = [torch.cat([t[idx], t.new_zeros((new_n - len(live), *t.shape[1:]))]) for t in self.m]
+            self.v = [torch.cat([t[idx], t.new_zeros((new_n - len(live), *t.shape[1:]))]) for t in self.v]
+        self.faces = [self.faces[i] for i in live] + [None] * (new_n - len(live))
+
+    # -- one training step for every live face ------------------------------------------------------------
+    def _step(self) -> None:
+        cfg, n = self.cfg, len(self.faces)
+        live = [i for i, f in enumerate(self.faces) if f is not None]
+        draws = aug_draws([self.faces[i].seed for i in live], [self.faces[i].it for i in live])
+        pairs = {}
+        for row, i in enumerate(live):
+            f = self.faces[i]
+            pairs[i] = f.src.pair(draws[row], f.seed, f.it)
+        hc = max(p[0].shape[-2] for p in pairs.values())
+        wc = max(p[0].shape[-1] for p in pairs.values())
+        father = torch.zeros((n, 3, hc, wc), device=self.device, dtype=self.dtype)
+        inp = torch.zeros_like(father)
+        mask = torch.zeros((n, 1, hc, wc), device=self.device, dtype=self.dtype)
+        count = torch.ones(n, device=self.device, dtype=self.dtype)
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for i, (fa, _) in pairs.items():
+            by_shape.setdefault(tuple(fa.shape[-2:]), []).append(i)
+        for (h, w), idx in by_shape.items():
+            ti = torch.as_tensor(idx, device=self.device)
+            father[ti, :, :h, :w] = torch.cat([pairs[i][0] for i in idx])
+            inp[ti, :, :h, :w] = torch.cat([pairs[i][1] for i in idx])
+            mask[ti, :, :h, :w] = 1
+            count[ti] = 3.0 * h * w
+        with autocast(self.device, self.amp):
+            out = grouped_forward(self.W, inp[None], mask)[0]
+        per_face = ((out.to(self.dtype) - father).abs() * mask).sum(dim=(1, 2, 3)) / count
+        for w in self.W:
+            w.grad = None
+        per_face.sum().backward()
+        self._adam(live)
+        per_face = per_face.detach()
+        for i in live:
+            self.faces[i].loss = per_face[i]
+        self.steps_run += 1
+
+    def _adam(self, live: list[int]) -> None:
+        """torch.optim.Adam's (single-tensor) update, with a learning rate and step count per face."""
+        n = len(self.faces)
+        b1, b2 = ADAM_BETAS
+        lr = np.zeros(n)
+        step = np.ones(n)
+        for i in live:
+            lr[i] = self.faces[i].lr.lr
+            step[i] = self.faces[i].it + 1
+        step_size = torch.as_tensor(lr / (1 - b1 ** step), device=self.device, dtype=self.dtype)
+        bc2_sqrt = torch.as_tensor(np.sqrt(1 - b2 ** step), device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            for w, m, v in zip(self.W, self.m, self.v):
+                g = w.grad
+                shape = (n,) + (1,) * (w.dim() - 1)
+                m.lerp_(g, 1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(ADAM_EPS)
+                w.sub_(step_size.view(shape) * m / denom)
+
+    # -- reconstruction error, learning-rate policy, stopping ---------------------------------------------
+    def _quick_tests(self, idx: list[int]) -> None:
+        for group in _group_by_size(self.faces, idx):
+            ti = torch.as_tensor(group, device=self.device)
+            x = torch.cat([self.faces[i].src.test_input(self.faces[i].seed, len(self.faces[i].lr.errors))
+                           for i in group])
+            imgs = torch.cat([self.faces[i].image for i in group])
+            with torch.no_grad(), autocast(self.device, self.amp):
+                rec = grouped_forward([w[ti] for w in self.W], x[None])[0].to(self.dtype).clamp(0, 1)
+            errs = ((imgs - rec) ** 2).mean(dim=(1, 2, 3)).tolist()
+            for i, e in zip(group, errs):
+                f = self.faces[i]
+                f.lr.errors.append(float(e))
+                f.lr.steps.append(f.it)
+
+    def _after_step(self) -> list[int]:
+        cfg = self.cfg
+        live = [i for i, f in enumerate(self.faces) if f is not None]
+        self._quick_tests([i for i in live if self.faces[i].it % cfg.run_test_every == 0])
+        finished = []
+        for i in live:
+            f = self.faces[i]
+            lr_policy(f.it, f.lr, cfg)
+            f.it += 1
+            if f.lr.lr < cfg.min_learning_rate or f.it >= cfg.max_iters:
+                finished.append(i)
+        return finished
+
+    # -- inference ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _infer(self, idx: list[int]) -> list[tuple[int, torch.Tensor]]:
+        out = []
+        for group in _group_by_size(self.faces, idx):
+            ti = torch.as_tensor(group, device=self.device)
+            ws = [w[ti] for w in self.W]
+            imgs = torch.cat([self.faces[i].image for i in group])           # [G, 3, H, W]
+            per_k = []
+            for k in range(n_transforms(self.cfg)):
+                x = dihedral(imgs, k)
+                up = resize(x, out_size(x.shape[-2], x.shape[-1], self.cfg.scale))
+                with autocast(self.device, self.amp):
+                    y = grouped_forward(ws, up[None])[0].to(self.dtype).clamp(0, 1)
+                per_k.append(undo_dihedral(y, k))
+            res = finish_ensemble(torch.stack(per_k), imgs, self.cfg, self.kernel)
+            out.extend((i, res[j:j + 1]) for j, i in enumerate(group))
+        return out
+
+    # -- driver ------------------------------------------------------------------------------------------
+    def run(self, items: Sequence[tuple[Any, np.ndarray, int]]) -> Iterator[tuple[Any, np.ndarray | None, Any]]:
+        items = list(items)
+        if not items:
+            return
+        self._alloc(min(self.slots, len(items)))
+        pending = iter(items)
+        exhausted = False
+        while True:
+            for slot, f in enumerate(self.faces):
+                while f is None and not exhausted:
+                    nxt = next(pending, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    key, img, seed = nxt
+                    try:
+                        self._admit(slot, key, img, seed)
+                        f = self.faces[slot]
+                    except (ValueError, TypeError) as exc:
+                        yield key, None, exc
+            if all(f is None for f in self.faces):
+                break
+            self._step()
+            finished = self._after_step()
+            if finished:
+                for i, res in self._infer(finished):
+                    f = self.faces[i]
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    info = {"iterations": f.it, "final_lr": f.lr.lr, "final_loss": float(f.loss),
+                            "final_rec_mse": f.lr.errors[-1] if f.lr.errors else float("nan"),
+                            "lr_changes": list(f.lr.changes), "seconds": time.perf_counter() - f.t0,
+                            "device": str(self.device)}
+                    self.faces[i] = None
+                    yield f.key, to_uint8(res, f.gray), info
+                if exhausted:
+                    self._compact()
+
+
+def _group_by_size(faces: list[_Face | None], idx: list[int]) -> list[list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i in idx:
+        groups.setdefault(tuple(faces[i].image.shape[-2:]), []).append(i)
+    return list(groups.values())
+
+
+def super_resolve_many(images: Sequence[np.ndarray], cfg: ZSSRConfig, seeds: Sequence[int] | None = None,
+                       slots: int = 256) -> list[tuple[np.ndarray | None, Any]]:
+    """Batched counterpart of ``models.zssr.super_resolve``: results in input order; a bad image gives
+    (None, exception) in its place."""
+    seeds = list(seeds) if seeds is not None else [0] * len(images)
+    res: dict[int, tuple] = {}
+    for key, out, info in BatchedZSSR(cfg, slots=slots).run([(i, im, s) for i, (im, s) in enumerate(zip(images, seeds))]):
+        res[key] = (out, info)
+    return [res[i] for i in range(len(images))]
