@@ -143,15 +143,17 @@ def _grid(faces: list[dict], px: int, name: str) -> str:
     return "".join(out)
 
 
-def _find_key(obj: Any, needle: str, path: str = "") -> list[tuple[str, Any]]:
-    """All (dotted key, value) pairs whose key contains ``needle``: train_meta's layout is the trainer's."""
+def _find_key(obj: Any, needle: str, path: str = "", inside: bool = False) -> list[tuple[str, Any]]:
+    """(dotted key, value) of every scalar whose key, or an enclosing key, contains ``needle``
+    (train_meta's layout is the trainer's: ``mediator_status`` and a ``mediator`` section today)."""
     found = []
     if isinstance(obj, dict):
         for k, v in obj.items():
             kp = f"{path}.{k}" if path else str(k)
-            if needle in str(k).lower() and not isinstance(v, (dict, list)):
+            hit = inside or needle in str(k).lower()
+            if hit and not isinstance(v, (dict, list)):
                 found.append((kp, v))
-            found += _find_key(v, needle, kp)
+            found += _find_key(v, needle, kp, hit)
     return found
 
 
@@ -183,9 +185,11 @@ def training_curves_png(log_path: Path) -> bytes | None:
         return None
     xkey = next((k for k in ("global_step", "step", "iteration", "epoch") if any(k in r for r in records)), None)
     skip = {"global_step", "step", "iteration", "epoch", "time", "timestamp", "seconds", "elapsed_s", "rank",
-            "worker", "lr_g", "lr_d"}
+            "worker", "lr_g", "lr_d", "world_size", "total_steps", "steps_per_epoch"}
     series: dict[str, list[tuple[float, float]]] = {}
     for i, r in enumerate(records):
+        if r.get("kind") == "start":  # run settings (world size, totals), not a curve
+            continue
         x = r.get(xkey, i) if xkey else i
         for k, v in r.items():
             if k in skip or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -246,7 +250,8 @@ def render(result: dict, grids: dict[str, list[dict]], curves: bytes | None, tit
     if meta:
         med = _find_key(meta, "mediator")
         txt = "; ".join(f"{k} = {v}" for k, v in med) if med else "not recorded in train_meta.json"
-        cls = "warn" if any("fallback" in str(v) or str(v) in ("off", "random-init") for _, v in med) else "note"
+        cls = "warn" if any(w in str(v).lower() for _, v in med for w in ("fallback", "random")) or any(
+            str(v) == "off" for _, v in med) else "note"
         parts.append(f"<p class={cls} id=mediator><b>VGG-19 mediator:</b> {_e(txt)}</p>")
     elif result.get("methods", {}).get("srgan", {}).get("available"):
         parts.append("<p class=missing id=mediator>No train_meta.json beside the generator: mediator weights "
