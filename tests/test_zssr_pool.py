@@ -1,0 +1,110 @@
+"""The ZSSR actor pool: output contract, provenance, retry-then-report, resume, empty/missing manifests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipelines.zssr_pool import ZSSRStageConfig, load_config, run_zssr
+from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file, write_png
+
+TINY = ["zssr.max_iters=6", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.learning_rate_policy_check_every=3",
+        "zssr.learning_rate_slope_range=6", "zssr.width=16", "zssr.depth=4", "zssr.back_projection_iters=2",
+        "zssr.output_flip=false", "zssr.device=cpu", "pool.num_gpus=0", "pool.batch_size=2", "pool.slots=2"]
+
+
+def _faces_dir(root: Path, n: int = 3) -> Path:
+    """A faces.parquet that follows the ingest contract, with real 32x32 face crops (LFW via scikit-image)."""
+    from skimage.data import lfw_subset
+
+    faces = lfw_subset()[:n]
+    rows = []
+    for k, f in enumerate(faces):
+        img = np.asarray(Image.fromarray((f * 255).astype(np.uint8)).resize((32, 32), Image.BICUBIC))
+        rel = f"crops/lr/face{k}.png"
+        sha = write_png(root / rel, np.repeat(img[:, :, None], 3, axis=2))
+        rows.append({"crop_id": f"abc123-f{k:06d}-0", "source_path": "/data/cam.mp4", "source_sha256": "ab" * 32,
+                     "frame_index": k, "time_s": k / 25.0, "box_x": 10, "box_y": 12, "box_w": 40, "box_h": 40,
+                     "detector": "haar-frontal", "score": 9.0, "track_id": "t0", "split": "train" if k else "test",
+                     "native_path": rel, "native_w": 32, "native_h": 32, "lr_path": rel, "lr_size": 32,
+                     "resize_method": "area", "sharpness": 1.0, "sha256": sha, "native_sha256": sha,
+                     "config_hash": "0" * 16})
+    pd.DataFrame(rows).to_parquet(root / "faces.parquet")
+    return root
+
+
+def test_pool_writes_contract_retries_reports_and_resumes(tmp_path, ray_session):
+    faces = _faces_dir(tmp_path / "faces", 3)
+    df = pd.read_parquet(faces / "faces.parquet")
+    # A fourth face whose LR file is corrupt: retried once, then reported; the others are unaffected.
+    bad = df.iloc[0].to_dict() | {"crop_id": "abc123-f000009-0", "lr_path": "crops/lr/broken.png", "sha256": "0" * 64}
+    (faces / "crops/lr/broken.png").write_bytes(b"garbage")
+    pd.concat([df, pd.DataFrame([bad])]).to_parquet(faces / "faces.parquet")
+    out = tmp_path / "zssr"
+    cfg = load_config("zssr.yaml", TINY)
+
+    s1 = run_zssr(faces, out, cfg)
+    assert (s1["faces"], s1["done"], s1["ran"], s1["resumed"]) == (4, 3, 3, 0)
+    assert [f["crop_id"] for f in s1["failed"]] == ["abc123-f000009-0"]
+    assert s1["failed"][0]["attempts"] == 2 and "broken.png" in s1["failed"][0]["error"]
+    man = pd.read_parquet(out / "zssr.parquet")
+    for col in ("crop_id", "hr_path", "sha256", "iterations", "final_lr", "final_loss", "seconds", "config_hash",
+                "device", "split", "lr_path"):
+        assert col in man.columns
+    assert sorted(man["crop_id"]) == sorted(df["crop_id"])
+    man = man.set_index("crop_id")
+    for cid, row in man.iterrows():
+        png = out / row["hr_path"]
+        assert np.asarray(Image.open(png)).shape == (64, 64, 3)
+        assert sha256_file(png) == row["sha256"]
+        assert row["iterations"] == 6 and row["device"] == "cpu" and row["config_hash"] == s1["config_hash"]
+        src = df.set_index("crop_id").loc[cid]
+        assert row["split"] == src["split"] and row["lr_path"] == src["lr_path"]
+        prov = json.loads(read_png_text(png)[PROVENANCE_KEY])
+        assert prov["kind"] == "zssr_hr" and prov["model_output"] is True
+        assert prov["parents"] == [{"path": src["lr_path"], "sha256": src["sha256"]}]
+        assert prov["source"]["frame_index"] == src["frame_index"] and prov["source"]["box"] == [10, 12, 40, 40]
+        assert prov["stages"][0]["stage"] == "zssr" and prov["stages"][0]["seed"] == row["seed"]
+    assert json.loads((out / "zssr_failures.json").read_text())[0]["crop_id"] == "abc123-f000009-0"
+
+    # Re-run: nothing is done twice; outputs are untouched.
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "hr").iterdir()}
+    s2 = run_zssr(faces, out, cfg)
+    assert (s2["done"], s2["ran"], s2["resumed"]) == (3, 0, 3)
+    assert {p: p.stat().st_mtime_ns for p in (out / "hr").iterdir()} == mtimes
+
+    # An interrupted face (no record) is redone, and only it; same seed -> the same bytes as before.
+    victim = man.index[1]
+    old_sha = man.loc[victim, "sha256"]
+    (out / "records" / f"{victim}.json").unlink()
+    s3 = run_zssr(faces, out, cfg)
+    assert (s3["done"], s3["ran"], s3["resumed"]) == (3, 1, 2)
+    assert pd.read_parquet(out / "zssr.parquet").set_index("crop_id").loc[victim, "sha256"] == old_sha
+
+
+def test_pool_cli_and_bad_manifests(tmp_path, ray_session, capsys):
+    from survsr.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    pd.DataFrame(columns=["crop_id", "lr_path", "sha256", "split"]).to_parquet(empty / "faces.parquet")
+    with pytest.raises(ValueError, match="no faces"):
+        run_zssr(empty, tmp_path / "o1", ZSSRStageConfig())
+    with pytest.raises(FileNotFoundError, match="faces.parquet"):
+        run_zssr(tmp_path / "nowhere", tmp_path / "o2", ZSSRStageConfig())
+    assert main(["zssr", "--faces", str(empty), "--out", str(tmp_path / "o3")]) == 1
+    assert "no faces" in capsys.readouterr().out
+
+    faces = _faces_dir(tmp_path / "faces", 1)
+    args = ["zssr", "--faces", str(faces), "--out", str(tmp_path / "o4")]
+    for t in TINY:
+        args += ["--set", t]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["done"] == 1 and summary["failed"] == 0
+    assert main(args + ["--set", "zssr.sacle=3"]) == 2  # config error names the key
