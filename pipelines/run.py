@@ -286,7 +286,16 @@ def _call_ingest(fn, cfg, ctx) -> dict:
 
 def _call_zssr(fn, cfg, ctx) -> dict:
     res = fn(ctx["dirs"]["ingest"], ctx["out"], cfg)
-    return _small(res)
+    failed = res.get("failed") or []
+    if not res.get("done"):
+        raise StageFailed(f"zssr produced no synthetic HR face ({len(failed)} failed; "
+                          f"see {ctx['out']}/zssr_failures.json)")
+    if failed:
+        # Faces that fail after the stage's own retries are bad inputs (reported, not retried forever): the
+        # stage counts as done with what it has, and training uses the faces that have a ZSSR output.
+        log.warning("zssr: %d of %d faces failed after retries (see %s/zssr_failures.json)",
+                    len(failed), res.get("faces"), ctx["out"])
+    return {**_small(res), "failed": len(failed)}
 
 
 def _call_train(fn, cfg, ctx) -> dict:
@@ -394,6 +403,12 @@ def run_pipeline(cfg: PipelineConfig, *, only: list[str] | None = None) -> dict[
     from survsr import metrics
 
     t_all = time.perf_counter()
+    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not is_uri(cfg.run_dir) \
+            and not Path(cfg.run_dir).expanduser().is_absolute():
+        # Under `ray job submit --working-dir` the cwd is a temporary unpacked copy of the upload: outputs
+        # written relative to it are not where anyone will look and are garbage-collected with it.
+        raise ConfigError(f"run_dir {cfg.run_dir!r} is relative, but this is a Ray job whose working directory "
+                          f"({os.getcwd()}) is temporary: give an absolute path (on a shared mount) or a URI")
     rd = RunDir(cfg.run_dir, cfg.staging_dir)
     stages = [STAGES[s] for s in STAGE_ORDER if s in (only or cfg.stages)]
     inputs = _resolve_inputs(cfg.inputs)

@@ -65,7 +65,7 @@ def fake_zssr(faces_dir, out, cfg):
         if FAIL.get("zssr") == n and i == 1:
             raise RuntimeError("zssr worker lost")
     _write(out / "zssr.parquet", "\n".join(sorted(p.read_text() for p in out.glob("face*.txt"))))
-    return {"faces": 3, "level": cfg.level}
+    return {"faces": 3, "done": 3, "failed": [], "level": cfg.level}
 
 
 def fake_train(faces_dir, zssr_dir, out, cfg):
