@@ -40,8 +40,8 @@ from survsr.provenance import (
     write_png,
 )
 from video.crops import CropConfig, crop, keep_crop, make_lr, sharpness
-from video.decode import VideoError, expand_inputs, is_url, iter_frames
-from video.detect import Detector, DetectorConfig, make_detector
+from video.decode import Frame, VideoError, expand_inputs, is_url, iter_frames
+from video.detect import Detector, DetectorConfig, detect_sequence, make_detector
 from video.track import SelectConfig, TrackerConfig, link_tracks, select_best
 
 log = logging.getLogger("survsr.ingest")
@@ -64,6 +64,7 @@ class DecodeConfig:
     start_s: float | None = None  # time window [start_s, end_s) in seconds of video time
     end_s: float | None = None
     timeout_s: float = 10.0  # open/read timeout for network streams
+    chunk_frames: int = 16  # frames detected together (one Ray block); the detector's full-scan cycle restarts
 
     def validate(self) -> None:
         if self.stride < 1:
@@ -72,6 +73,8 @@ class DecodeConfig:
             raise ValueError(f"fps must be > 0, got {self.fps}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if self.chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
         if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
             raise ValueError(f"end_s ({self.end_s}) must be after start_s ({self.start_s})")
 
@@ -94,7 +97,6 @@ class RayConfig:
     detect_actors: int = 0  # detector actor pool size; 0 = cluster CPUs - 1 (at least 1)
     detect_cpus: float = 1.0  # CPUs reserved per detector actor
     decode_cpus: float = 0.5  # CPUs reserved per decoding task (decoding is lighter than detection)
-    frames_per_batch: int = 16  # frames per block out of the decoder / per detection batch
     wave_videos: int = 8  # videos per Ray Data run; each finished wave is committed to DIR
 
 
@@ -125,21 +127,37 @@ def video_identity(source: str) -> tuple[str, str]:
     return sha, sha[:12]
 
 
-def frame_detections(image: np.ndarray, frame_index: int, time_s: float, detector: Detector,
-                     crop_cfg: CropConfig) -> list[dict[str, Any]]:
-    """Detections of one frame as rows with the native crop attached (frames are dropped after this)."""
+def iter_chunks(frames: Iterable[Frame], size: int) -> Iterator[list[Frame]]:
+    """Consecutive frames in lists of ``size`` (a change of frame size, as live streams may do, cuts too)."""
+    chunk: list[Frame] = []
+    try:
+        for f in frames:
+            if chunk and (len(chunk) >= size or chunk[-1].image.shape != f.image.shape):
+                yield chunk
+                chunk = []
+            chunk.append(f)
+    except VideoError:
+        if chunk:  # frames decoded before a mid-file error are kept: hand them out, then re-raise
+            yield chunk
+        raise
+    if chunk:
+        yield chunk
+
+
+def chunk_detections(chunk: list[Frame], detector: Detector, crop_cfg: CropConfig) -> list[dict[str, Any]]:
+    """Detections of consecutive frames as rows with the native crop attached (frames are dropped after)."""
     rows = []
-    fh, fw = image.shape[:2]
-    for k, det in enumerate(detector.detect(image)):
-        x, y, w, h = det.box
-        if not keep_crop(w, h, crop_cfg):
-            continue
-        native = crop(image, det.box)
-        rows.append({
-            "frame_index": int(frame_index), "time_s": float(time_s), "k": k,
-            "box": (int(x), int(y), int(w), int(h)), "raw": tuple(int(v) for v in (det.raw_box or det.box)),
-            "score": float(det.score), "detector": det.detector, "crop": native, "sharpness": sharpness(native),
-        })
+    for f, dets in zip(chunk, detect_sequence(detector, [f.image for f in chunk])):
+        for k, det in enumerate(dets):
+            x, y, w, h = det.box
+            if not keep_crop(w, h, crop_cfg):
+                continue
+            native = crop(f.image, det.box)
+            rows.append({
+                "frame_index": int(f.index), "time_s": float(f.time_s), "k": k,
+                "box": (int(x), int(y), int(w), int(h)), "raw": tuple(int(v) for v in (det.raw_box or det.box)),
+                "score": float(det.score), "detector": det.detector, "crop": native, "sharpness": sharpness(native),
+            })
     return rows
 
 
@@ -214,6 +232,18 @@ def _decode_kwargs(cfg: DecodeConfig) -> dict[str, Any]:
             "end_s": cfg.end_s, "timeout_s": cfg.timeout_s}
 
 
+class _Counted:
+    """Wrap a frame iterator, counting what came through (so a mid-file error can report it)."""
+
+    def __init__(self, it: Iterable[Frame]):
+        self.it, self.n = iter(it), 0
+
+    def __iter__(self):
+        for f in self.it:
+            self.n += 1
+            yield f
+
+
 def process_video(source: str, out_dir: str | Path, cfg: IngestConfig, *, detector: Detector | None = None,
                   source_sha: str | None = None) -> dict[str, Any]:
     """Plain, in-process ingest of one video: writes its crops, part and done marker; returns its summary.
@@ -225,16 +255,21 @@ def process_video(source: str, out_dir: str | Path, cfg: IngestConfig, *, detect
     detector = detector or make_detector(cfg.detector)
     sha = source_sha or video_identity(source)[0]
     dets: list[dict] = []
-    n = 0
+    frames = _Counted(iter_frames(source, **_decode_kwargs(cfg.decode)))
     error = ""
-    try:
-        for f in iter_frames(source, **_decode_kwargs(cfg.decode)):
-            n += 1
-            dets.extend(frame_detections(f.image, f.index, f.time_s, detector, cfg.crops))
-    except VideoError as exc:
-        if n == 0:
-            raise
-        error = str(exc)
+    chunks = iter_chunks(frames, cfg.decode.chunk_frames)
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            break
+        except VideoError as exc:
+            if frames.n == 0:
+                raise
+            error = str(exc)
+            break
+        dets.extend(chunk_detections(chunk, detector, cfg.crops))
+    n = frames.n
     chosen = select_video(dets, cfg.tracker, cfg.select)
     h = output_hash(cfg)
     stage = stage_record("ingest", h)
@@ -371,26 +406,26 @@ def _row_to_det(r: dict) -> dict:
             "crop": np.frombuffer(r["pixels"], np.uint8).reshape(r["height"], r["width"], 3)}
 
 
-def _decode_udf(batch, decode: dict, frames_per_batch: int) -> Iterator[Any]:
+def _decode_udf(batch, decode: dict) -> Iterator[Any]:
     """One video in, its frames out as a stream of blocks, then one ``end`` row (frame count, error)."""
     cfg = from_dict(DecodeConfig, decode)
     for v in batch.to_pylist():
         base = {"video_id": v["video_id"], "source": v["source"], "source_sha256": v["source_sha256"]}
-        rows, n, error = [], 0, ""
+        frames = _Counted(iter_frames(v["source"], **_decode_kwargs(cfg)))
+        error = ""
         try:
-            for f in iter_frames(v["source"], **_decode_kwargs(cfg)):
-                n += 1
-                rows.append({**base, "kind": "frame", "frame_index": f.index, "time_s": f.time_s,
-                             "height": f.image.shape[0], "width": f.image.shape[1], "pixels": f.image.tobytes()})
-                if len(rows) >= frames_per_batch:
-                    yield _table(rows)
-                    rows = []
+            for chunk in iter_chunks(frames, cfg.chunk_frames):
+                # One row per chunk: the detector sees whole chunks however Ray Data batches rows.
+                h, w = chunk[0].image.shape[:2]
+                yield _table([{**base, "kind": "chunk", "height": h, "width": w,
+                               "pixels": b"".join(f.image.tobytes() for f in chunk),
+                               "info": json.dumps({"index": [f.index for f in chunk],
+                                                   "time_s": [f.time_s for f in chunk]})}])
         except VideoError as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad video must not end the batch
             error = f"{v['source']}: unexpected decode failure ({exc!r})"
-        rows.append({**base, "kind": "end", "info": json.dumps({"frames": n, "error": error})})
-        yield _table(rows)
+        yield _table([{**base, "kind": "end", "info": json.dumps({"frames": frames.n, "error": error})}])
 
 
 class _DetectActor:
@@ -408,11 +443,13 @@ class _DetectActor:
         out = []
         for r in batch.to_pylist():
             base = {"video_id": r["video_id"], "source": r["source"], "source_sha256": r["source_sha256"]}
-            if r["kind"] != "frame":
+            if r["kind"] != "chunk":
                 out.append(r)
                 continue
-            image = np.frombuffer(r["pixels"], np.uint8).reshape(r["height"], r["width"], 3)
-            for d in frame_detections(image, r["frame_index"], r["time_s"], self.detector, self.crops):
+            meta = json.loads(r["info"])
+            images = np.frombuffer(r["pixels"], np.uint8).reshape(-1, r["height"], r["width"], 3)
+            chunk = [Frame(index=i, time_s=t, image=img) for i, t, img in zip(meta["index"], meta["time_s"], images)]
+            for d in chunk_detections(chunk, self.detector, self.crops):
                 out.append(_det_to_row(base, d))
         return _table(out)
 
@@ -460,8 +497,8 @@ def _ray_wave(videos: list[dict], out_dir: Path, cfg: IngestConfig) -> dict[str,
     h = output_hash(cfg)
     ds = ray.data.from_items(videos, override_num_blocks=len(videos))
     ds = ds.map_batches(_decode_udf, batch_size=1, batch_format="pyarrow", num_cpus=cfg.ray.decode_cpus,
-                        fn_kwargs={"decode": to_dict(cfg.decode), "frames_per_batch": cfg.ray.frames_per_batch})
-    ds = ds.map_batches(_DetectActor, batch_size=cfg.ray.frames_per_batch, batch_format="pyarrow",
+                        fn_kwargs={"decode": to_dict(cfg.decode)})
+    ds = ds.map_batches(_DetectActor, batch_size=1, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cfg.ray.detect_cpus,
                         fn_constructor_kwargs={"detector": to_dict(cfg.detector), "crops": to_dict(cfg.crops),
                                                "threads": threads})

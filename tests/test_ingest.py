@@ -22,7 +22,7 @@ from video.synth import moving_face_frames, write_clip, write_noise_clip
 
 def _cfg(**select) -> IngestConfig:
     cfg = load_config(None, [f"select.{k}={v}" for k, v in select.items()])
-    cfg.ray.frames_per_batch = 8
+    cfg.decode.chunk_frames = 8
     return cfg
 
 

@@ -39,6 +39,9 @@ class DetectorConfig:
     margin: float = 0.25  # added on each side, as a fraction of the tight box side
     nms_iou: float = 0.3  # overlapping detections (frontal vs profile) above this IoU are merged
     min_score: float = 0.0  # drop detections whose score is below this
+    # In detect_sequence: full-frame scan every n-th frame; in between only around the faces of the previous
+    # frame (a new face is found at the next full scan, <= n-1 frames late). 1 = full scan on every frame.
+    full_scan_every: int = 1
 
     def validate(self) -> None:
         if self.min_face < 4:
@@ -49,6 +52,8 @@ class DetectorConfig:
             raise ValueError("upsample must be >= 0 (0 = auto) and max_upsample >= 1")
         if self.scale_factor <= 1.0:
             raise ValueError(f"scale_factor must be > 1, got {self.scale_factor}")
+        if self.full_scan_every < 1:
+            raise ValueError(f"full_scan_every must be >= 1, got {self.full_scan_every}")
         if self.min_neighbors < 0 or not 0.0 <= self.margin <= 2.0:
             raise ValueError("min_neighbors must be >= 0 and margin in [0, 2]")
 
@@ -57,6 +62,12 @@ class Detector(Protocol):
     name: str
 
     def detect(self, image_rgb: np.ndarray) -> list[Detection]: ...
+
+
+def detect_sequence(detector: Detector, images) -> list[list[Detection]]:
+    """Per-frame detections for consecutive frames; uses the detector's own sequence mode when it has one."""
+    fn = getattr(detector, "detect_sequence", None)
+    return fn(images) if fn is not None else [detector.detect(img) for img in images]
 
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -110,57 +121,120 @@ def _window(clf) -> int:
 
 
 class HaarDetector:
-    """Haar cascade detector (frontal, optionally profile both ways)."""
+    """Haar cascade detector (frontal, optionally profile both ways).
+
+    ``detect`` scans a whole frame. ``detect_sequence`` scans consecutive frames of one video and, between
+    full scans every ``full_scan_every`` frames, only looks around the faces found in the previous frame at
+    sizes close to theirs (much cheaper: a few small pyramid levels instead of the whole upsampled frame).
+    A face entering the scene is therefore found at the next full scan, at most ``full_scan_every - 1``
+    frames late; faces lost between full scans are looked for again at the next one.
+    """
 
     def __init__(self, cfg: DetectorConfig | None = None):
         self.cfg = cfg or DetectorConfig()
         self.frontal = _cascade(self.cfg.frontal_cascade)
         self.profile = _cascade(self.cfg.profile_cascade) if self.cfg.profile else None
-        win = max(_window(self.frontal), _window(self.profile) if self.profile is not None else 0)
-        self.scale = self.cfg.upsample or min(max(1.0, win / self.cfg.min_face), self.cfg.max_upsample)
+        self.win = max(_window(self.frontal), _window(self.profile) if self.profile is not None else 0)
+        self.scale = self._upsample_for(self.cfg.min_face)
         self.name = "haar"
 
-    def _run(self, clf, gray: np.ndarray, label: str, mirrored: bool) -> list[tuple]:
-        cfg, s = self.cfg, self.scale
-        win = _window(clf)
-        min_px = max(win, int(math.floor(cfg.min_face * s)))
-        max_px = int(math.ceil(cfg.max_face * s)) if cfg.max_face else 0
-        kw = {"minSize": (min_px, min_px)}
-        if max_px:
-            kw["maxSize"] = (max_px, max_px)
-        boxes, counts = clf.detectMultiScale2(gray, scaleFactor=cfg.scale_factor, minNeighbors=cfg.min_neighbors, **kw)
-        out = []
-        gw = gray.shape[1]
-        for (x, y, w, h), n in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(counts).reshape(-1)):
-            if mirrored:
-                x = gw - x - w
-            out.append(((x / s, y / s, w / s, h / s), float(n), label))
-        return out
+    def _upsample_for(self, min_face: float) -> float:
+        return self.cfg.upsample or min(max(1.0, self.win / min_face), self.cfg.max_upsample)
 
-    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+    def _scan(self, gray: np.ndarray, scale: float, min_face: float, max_face: float,
+              offset: tuple[int, int] = (0, 0)) -> list[tuple]:
+        """Run the cascades on a (prepared) grey region upsampled by ``scale``; boxes come back in frame px."""
         import cv2
 
+        cfg = self.cfg
+        h, w = gray.shape[:2]
+        if scale != 1.0:
+            gray = cv2.resize(gray, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_LINEAR)
+        runs = [(self.frontal, "haar-frontal", False)]
+        if self.profile is not None:
+            runs += [(self.profile, "haar-profile", False), (self.profile, "haar-profile", True)]
+        out = []
+        for clf, label, mirrored in runs:
+            img = np.ascontiguousarray(gray[:, ::-1]) if mirrored else gray
+            min_px = max(_window(clf), int(math.floor(min_face * scale)))
+            kw = {"minSize": (min_px, min_px)}
+            if max_face:
+                max_px = int(math.ceil(max_face * scale))
+                if max_px < min_px:
+                    continue
+                kw["maxSize"] = (max_px, max_px)
+            if img.shape[0] < min_px or img.shape[1] < min_px:
+                continue
+            boxes, counts = clf.detectMultiScale2(img, scaleFactor=cfg.scale_factor, minNeighbors=cfg.min_neighbors,
+                                                  **kw)
+            gw = img.shape[1]
+            for (x, y, bw, bh), n in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(counts).reshape(-1)):
+                if mirrored:
+                    x = gw - x - bw
+                out.append(((x / scale + offset[0], y / scale + offset[1], bw / scale, bh / scale), float(n), label))
+        return out
+
+    @staticmethod
+    def _check(image_rgb: np.ndarray) -> None:
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"detect expects uint8 HxWx3 RGB, got {image_rgb.dtype} {image_rgb.shape}")
-        fh, fw = image_rgb.shape[:2]
+
+    def _gray(self, image_rgb: np.ndarray) -> np.ndarray:
+        """Grey frame, histogram-equalised over the WHOLE frame (so a region scan sees the same pixels)."""
+        import cv2
+
+        self._check(image_rgb)
         gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
-        if self.scale != 1.0:
-            gray = cv2.resize(gray, (int(round(fw * self.scale)), int(round(fh * self.scale))),
-                              interpolation=cv2.INTER_LINEAR)
-        if self.cfg.equalize:
-            gray = cv2.equalizeHist(gray)
-        found = self._run(self.frontal, gray, "haar-frontal", False)
-        if self.profile is not None:
-            found += self._run(self.profile, gray, "haar-profile", False)
-            found += self._run(self.profile, np.ascontiguousarray(gray[:, ::-1]), "haar-profile", True)
-        # Greedy NMS by score: frontal and profile often fire on the same face.
+        return cv2.equalizeHist(gray) if self.cfg.equalize else gray
+
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+        fh, fw = image_rgb.shape[:2]
+        gray = self._gray(image_rgb)
+        found = self._scan(gray, self.scale, self.cfg.min_face, self.cfg.max_face)
+        return self._finish(found, fw, fh)
+
+    def detect_near(self, image_rgb: np.ndarray, previous: list[Detection]) -> list[Detection]:
+        """Look only around ``previous`` faces (same person one frame later), at 1/ratio..ratio their size.
+
+        Same upsampling as a full scan: Haar's neighbour counts (our score) depend on it."""
+        fh, fw = image_rgb.shape[:2]
+        gray = self._gray(image_rgb)
+        ratio = 1.5
+        found = []
+        for d in previous:
+            x, y, w, h = d.raw_box or d.box
+            side = max(w, h)
+            cx, cy = x + w / 2, y + h / 2
+            half = side * 1.5  # the region is 3 face sides wide: room for motion between frames
+            x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
+            x1, y1 = min(fw, int(math.ceil(cx + half))), min(fh, int(math.ceil(cy + half)))
+            lo = max(self.cfg.min_face, side / ratio)
+            hi = side * ratio if not self.cfg.max_face else min(self.cfg.max_face, side * ratio)
+            found += self._scan(gray[y0:y1, x0:x1], self.scale, lo, hi, (x0, y0))
+        return self._finish(found, fw, fh)
+
+    def detect_sequence(self, images) -> list[list[Detection]]:
+        """Detections for consecutive frames of one video (see the class docstring)."""
+        every = max(1, self.cfg.full_scan_every)
+        out: list[list[Detection]] = []
+        prev: list[Detection] = []
+        for i, img in enumerate(images):
+            if i % every == 0:
+                dets = self.detect(img)
+            else:
+                dets = self.detect_near(img, prev) if prev else []
+            out.append(dets)
+            prev = dets
+        return out
+
+    def _finish(self, found: list[tuple], fw: int, fh: int) -> list[Detection]:
+        # Greedy NMS by score: frontal and profile (and neighbouring regions) often fire on the same face.
         found.sort(key=lambda t: (-t[1], t[0][0], t[0][1]))
         kept: list[Detection] = []
         for (x, y, w, h), score, label in found:
             if score < self.cfg.min_score:
                 continue
-            raw = (int(round(x)), int(round(y)), int(round(w)), int(round(h)))
-            raw = _clip(raw, fw, fh)
+            raw = _clip((int(round(x)), int(round(y)), int(round(w)), int(round(h))), fw, fh)
             if raw[2] <= 0 or raw[3] <= 0:
                 continue
             if any(iou(raw, k.raw_box) > self.cfg.nms_iou for k in kept):
