@@ -1,0 +1,154 @@
+"""Ingest speed: decode+detect frames/s and peak memory, for carphone (176x144, 29.97 fps) and a generated
+640x360 25 fps clip with a moving face.
+
+Each case runs in fresh worker processes (peak RSS is per process). ``--workers 2`` runs two processes at
+once, each on its own copy of the stream (what two Ray detector actors do with two videos / chunks), and
+reports their summed throughput. Besides wall-clock fps the CPU-time fps is reported: on a shared machine
+it is the steadier figure (wall fps = CPU fps only when the cores are otherwise idle).
+
+    .venv/bin/python benchmarks/ingest.py                 # full run (about 1-3 minutes on 2 idle cores)
+    .venv/bin/python benchmarks/ingest.py --smoke         # seconds; checks the benchmark itself works
+    .venv/bin/python benchmarks/ingest.py --ray           # also time the whole Ray Data ingest pipeline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# name -> DetectorConfig overrides. "per-frame" = a full scan of every frame; "ingest" = configs/ingest.yaml
+# (full scan every 4th frame, region scans between); "fast" = faces >= 24 px only, full scan every 8th frame.
+SETTINGS = {
+    "decode only": None,
+    "per-frame": {"full_scan_every": 1},
+    "ingest": {"full_scan_every": 4},
+    "fast": {"full_scan_every": 8, "min_face": 24},
+}
+
+
+def _work(path: str, det_kw: dict | None, chunk: int, max_frames: int | None, q) -> None:
+    import cv2
+
+    from video.decode import iter_frames
+    from video.detect import DetectorConfig, detect_sequence, make_detector
+
+    cv2.setNumThreads(1)  # one core per worker: the 2-core figure comes from 2 workers
+    det = make_detector(DetectorConfig(**det_kw)) if det_kw is not None else None
+    w0, c0 = time.perf_counter(), time.process_time()
+    n = faces = 0
+    buf = []
+
+    def flush():
+        nonlocal faces
+        if det is not None and buf:
+            faces += sum(len(d) for d in detect_sequence(det, buf))
+        buf.clear()
+
+    for f in iter_frames(path, max_frames=max_frames):
+        n += 1
+        buf.append(f.image)
+        if len(buf) >= chunk:
+            flush()
+    flush()
+    q.put({"frames": n, "faces": faces, "wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0,
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def run_case(path: str, det_kw: dict | None, workers: int, max_frames: int | None, chunk: int = 16) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_work, args=(path, det_kw, chunk, max_frames, q)) for _ in range(workers)]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    wall = time.perf_counter() - t0
+    frames = sum(r["frames"] for r in results)
+    slowest = max(r["wall_s"] for r in results)
+    return {
+        "workers": workers,
+        "frames": frames,
+        "faces_per_worker": results[0]["faces"],
+        "fps_wall": frames / slowest,
+        "fps_cpu": frames / sum(r["cpu_s"] for r in results) * workers,  # if each worker had its own core
+        "peak_rss_mib_per_worker": max(r["peak_rss_mib"] for r in results),
+        "wall_s_incl_startup": wall,
+    }
+
+
+def make_640_clip(path: Path, frames: int) -> Path:
+    from video.synth import moving_face_frames, write_clip
+
+    imgs, _ = moving_face_frames(n=frames, width=640, height=360, sizes=(64, 28), seed=1)
+    return write_clip(path, imgs, fps=25)
+
+
+def run_ray_pipeline(path: str, max_frames: int | None) -> dict:
+    from pipelines.ingest import load_config, run_ingest
+    from survsr.ray_utils import init_ray
+
+    init_ray(num_cpus=os.cpu_count())
+    cfg = load_config(None, [f"decode.max_frames={max_frames}"] if max_frames else [])
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        rep = run_ingest([path], out, cfg)
+        wall = time.perf_counter() - t0
+    return {"frames": rep["frames"], "crops": rep["crops"], "wall_s": wall, "fps_wall": rep["frames"] / wall}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: check that the benchmark runs")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--frames-640", type=int, default=250, help="length of the generated 640x360 clip")
+    ap.add_argument("--ray", action="store_true", help="also time the Ray Data ingest pipeline end to end")
+    ap.add_argument("--json", default=None, help="write all results here")
+    args = ap.parse_args(argv)
+
+    from survsr.data import carphone_paths
+
+    max_frames = 20 if args.smoke else None
+    workers = [1] if args.smoke else args.workers
+    tmp = Path(tempfile.mkdtemp(prefix="survsr-bench-"))
+    clips = {
+        "carphone 176x144 @29.97": (str(carphone_paths()["pristine"]), 30000 / 1001),
+        "synthetic 640x360 @25": (str(make_640_clip(tmp / "clip640.mp4", 30 if args.smoke else args.frames_640)), 25.0),
+    }
+    results = []
+    print(f"load average before: {os.getloadavg()}  cpus: {os.cpu_count()}")
+    print("| clip | setting | workers | frames/s (wall) | frames/s (CPU time) | x real time (wall) | "
+          "peak RSS/worker MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for clip, (path, fps) in clips.items():
+        for name, kw in SETTINGS.items():
+            for w in workers:
+                r = run_case(path, kw, w, max_frames)
+                r.update(clip=clip, setting=name, realtime_x=r["fps_wall"] / fps)
+                results.append(r)
+                print(f"| {clip} | {name} | {w} | {r['fps_wall']:.0f} | {r['fps_cpu']:.0f} | "
+                      f"{r['realtime_x']:.1f} | {r['peak_rss_mib_per_worker']:.0f} |", flush=True)
+    if args.ray:
+        for clip, (path, fps) in clips.items():
+            r = run_ray_pipeline(path, max_frames)
+            r.update(clip=clip, setting="ray pipeline (configs/ingest.yaml)", realtime_x=r["fps_wall"] / fps)
+            results.append(r)
+            print(f"| {clip} | Ray Data ingest end to end | all | {r['fps_wall']:.0f} | - | {r['realtime_x']:.1f} | - |")
+    print(f"load average after: {os.getloadavg()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
