@@ -283,7 +283,7 @@ def _plan_paper(cfg: EvaluateConfig, plan: Plan, faces_dir: Path | None, zssr_df
             break
         hr_path = resolve(zssr_dir, str(row["hr_path"]))
         lr_raw = row.get("lr_path")
-        if lr_raw is None:
+        if lr_raw is None or (isinstance(lr_raw, float) and math.isnan(lr_raw)):
             plan.skipped.append({"input": str(hr_path), "reason": "zssr.parquet row has no lr_path"})
             continue
         # lr_path is copied through from the ingest manifest: absolute, or relative to the ingest dir.
@@ -552,7 +552,8 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
                  overrides: list[str] | tuple = ()) -> dict[str, Any]:
     """Run the three protocols and write ``out/index.html``, ``out/metrics.json`` and ``out/metrics.csv``.
 
-    Returns the metrics dict (as in metrics.json) plus ``"report"``: the path of index.html.
+    Returns the metrics dict (as in metrics.json) with ``"report"`` (and ``"report_path"``) = the path of
+    index.html.
     Raises EvaluateError for arguments that cannot work (missing manifest, empty face folder)."""
     from pipelines import report as report_mod
 
@@ -617,6 +618,8 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
         if name == "ground_truth":
             p["summary"] = summarize(prow, ("degradation", "method"))
             mark_best(p["summary"], "degradation")
+            # per source too: crops of the training clip vs faces the generator never saw (astronaut, folders)
+            p["summary_by_source"] = summarize(prow, ("degradation", "source", "method"))
         else:
             p["summary"] = summarize(prow, ("method",))
             if name == "paper":
@@ -655,7 +658,7 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
     append_audit(out, {"command": "evaluate", "config_hash": chash, "inputs": plan.inputs,
                        "outputs": ["index.html", "metrics.json", "metrics.csv"], "n_rows": len(rows),
                        "outcome": "ok"})
-    result["report_path"] = str(page)
+    result["report"] = result["report_path"] = str(page)  # metrics.json keeps the relative name
     log.info("report: %s", page)
     return result
 

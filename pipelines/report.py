@@ -99,6 +99,18 @@ def _summary_table(p: dict, name: str) -> str:
             f"<tr>{head}</tr>{''.join(body)}</table>")
 
 
+def _by_source_table(summary: list[dict]) -> str:
+    rows = "".join(
+        f"<tr><td class=l>{_e(s['degradation'])}</td><td class=l>{_e(s['source'])}</td>"
+        f"<td class=l>{_e(METHOD_LABELS.get(s['method'], s['method']))}</td><td>{s['n']}</td>"
+        + "".join(f"<td>{_fmt(s.get(c + '_mean'), c)}</td>" for c in ("psnr_y", "ssim_y")) + "</tr>"
+        for s in summary)
+    return ("<details><summary>by source (training clip vs unseen faces)</summary>"
+            "<table id='ground_truth-by-source'><tr><th class=l>degradation</th><th class=l>source</th>"
+            "<th class=l>method</th><th>n</th><th>PSNR-Y (dB)</th><th>SSIM-Y</th></tr>"
+            f"{rows}</table></details>")
+
+
 def _rows_table(p: dict, name: str) -> str:
     rows = p.get("rows") or []
     if not rows:
@@ -272,6 +284,8 @@ def render(result: dict, grids: dict[str, list[dict]], curves: bytes | None, tit
                              f"{d['noise_sigma']}, JPEG q{d['jpeg_quality'] or ' off'}" for d in p["degradations"])
             parts.append(f"<p class=note>Degradations: {degs}.</p>")
         parts.append(_summary_table(p, name))
+        if name == "ground_truth" and len({s.get("source") for s in p.get("summary_by_source") or []}) > 1:
+            parts.append(_by_source_table(p["summary_by_source"]))
         parts.append(_grid(grids.get(name, []), display_px, name))
         parts.append(_rows_table(p, name))
 

@@ -276,6 +276,10 @@ def test_three_protocols_on_real_faces_with_ray(stages, tmp_path, ray_session):
         top = max((s for s in gt["summary"] if s["degradation"] == deg), key=lambda s: s["psnr_y_mean"])
         assert best == [top["method"]]
 
+    # per source: the training clip's crops and the unseen astronaut, each degradation x method
+    assert {s["source"] for s in gt["summary_by_source"]} == {"carphone_pristine (ingest)", "skimage.data.astronaut()"}
+    assert len(gt["summary_by_source"]) == 2 * 2 * 4
+
     # Protocol 3: per source at most 2 faces, ZSSR reused from zssr.parquet, sharpness for every column
     real = P["real_footage"]
     assert real["n_faces"] == 3  # test split: 2 pristine, 1 distorted
@@ -290,7 +294,7 @@ def test_three_protocols_on_real_faces_with_ray(stages, tmp_path, ray_session):
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == n_rows + 1
     page = (out / "index.html").read_text()
     assert "random-init (fallback)" in page and "id=curves" in page and page.count("<img") > 20
-    assert "agreement with ZSSR, not fidelity" in page
+    assert "agreement with ZSSR, not fidelity" in page and "ground_truth-by-source" in page
     assert json.loads((out / "audit.jsonl").read_text().splitlines()[-1])["outcome"] == "ok"
 
 
