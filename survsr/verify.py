@@ -352,12 +352,15 @@ class Verifier:
         for c in existing:
             if sha is None or self.sha(c) == sha:
                 return c
+        same_name: list[Path] = []
         for root in search_roots:
             for c in self._names_under(root).get(p.name, []):
                 c = _resolve(c)
                 if sha is not None and self.sha(c) == sha:
                     return c
-        return existing[0] if existing else None
+                same_name.append(c)
+        # Nothing with the recorded hash: the file that is there under that name has been changed.
+        return existing[0] if existing else (sorted(same_name)[0] if same_name else None)
 
     def _find_by_sha(self, sha: str, roots: list[Path]) -> Path | None:
         for root in roots:
