@@ -1,23 +1,38 @@
 """Forensic integrity end to end on real stage outputs (carphone pristine, a few frames, CPU):
 
-* ``survsr verify`` passes on fresh ingest (+ ZSSR) outputs and names the file and field after one byte of
+* ``survsr verify`` passes on fresh ingest + ZSSR outputs and names the file and field after one byte of
   an output or of the source video changes;
-* the inputs are untouched: same hashes, no new file in the input directory, package copy unchanged;
-* two CPU runs with the same seed and config give byte-identical outputs (Ray run vs plain run).
+* the inputs are untouched: same hashes, no new file in the input directory (the video's for ingest, the
+  faces directory for ZSSR), package copy unchanged;
+* two CPU runs with the same seed and config give byte-identical outputs (ingest: a Ray Data run vs the
+  plain run; ZSSR: two Ray actor-pool runs).
+
+Byte identity holds for the same code version. Every PNG records ``git describe`` of the checkout, which
+each Ray worker reads when it starts; in a shared working tree someone may commit between the two runs.
+Then (and only then) the PNGs may differ, and only in ``stages[].code_version``: ``_same_output`` checks
+that pixels and everything else are still identical.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 import pandas as pd
 import pytest
 
 from survsr import verify as V
-from survsr.provenance import sha256_file
+from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
 
-MAX_FRAMES = 10
+MAX_FRAMES = 8
+# CPU-sized ZSSR: the schedule is short but every part of the model runs (training, lr policy, inference).
+ZSSR_SET = ["zssr.max_iters=20", "zssr.min_iters=10", "zssr.run_test_every=5",
+            "zssr.learning_rate_policy_check_every=10", "zssr.learning_rate_slope_range=20",
+            "zssr.back_projection_iters=2", "zssr.output_flip=false", "zssr.device=cpu", "zssr.precision=fp32",
+            "pool.actors=1", "pool.num_gpus=0", "pool.num_cpus=1", "pool.seed=0"]
 # Columns that measure the run rather than describe the output (wall-clock seconds): excluded from the
 # byte-identity check of manifests, and kept out of the PNGs' provenance by design.
 TIMING_COLUMNS = {"seconds"}
@@ -25,6 +40,26 @@ TIMING_COLUMNS = {"seconds"}
 
 def _tree_hashes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _doc(png: Path) -> dict:
+    return json.loads(read_png_text(png)[PROVENANCE_KEY])
+
+
+def _same_output(a: Path, b: Path) -> bool:
+    """True when byte-identical; False when they differ only because the recorded code version differs
+    (a commit landed between the runs); fails the test on any other difference."""
+    if a.read_bytes() == b.read_bytes():
+        return True
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))), f"{a.name}: pixels differ"
+    da, db = _doc(a), _doc(b)
+    va = [s.pop("code_version") for s in da["stages"]]
+    vb = [s.pop("code_version") for s in db["stages"]]
+    assert da == db, f"{a.name}: provenance differs beyond code_version"
+    assert va != vb, f"{a.name}: same code version, yet the bytes differ"
+    return False
 
 
 def _flip_byte(path: Path, offset: int | None = None) -> None:
@@ -50,35 +85,55 @@ def runs(tmp_path_factory, carphone, ray_session):
         rep = run_ingest([src], run / "faces", cfg, use_ray=use_ray)
         assert rep["ok"] and rep["crops"] > 0
         out[name] = run
-    return {"root": root, "input": inp, "source": src, "before": before, "package": carphone["pristine"], **out}
+    from pipelines.zssr_pool import load_config as zssr_config
+    from pipelines.zssr_pool import run_zssr
+
+    zcfg = zssr_config(None, ZSSR_SET)
+    faces_before = _tree_hashes(out["a"] / "faces")
+    for name in ("a", "b"):
+        summary = run_zssr(out[name] / "faces", out[name] / "zssr", zcfg)
+        assert summary["done"] == summary["faces"] > 0 and not summary["failed"], summary
+    faces_after = _tree_hashes(out["a"] / "faces")
+    return {"root": root, "input": inp, "source": src, "before": before, "package": carphone["pristine"],
+            "faces_before": faces_before, "faces_after": faces_after, **out}
 
 
 def test_verify_passes_on_fresh_outputs(runs):
     faces = pd.read_parquet(runs["a"] / "faces" / "faces.parquet")
     res = V.verify_paths([runs["a"]], pixels=True)
     assert {r.status for r in res} == {V.VERIFIED}, [p.describe() for r in res for p in r.problems][:5]
-    # every crop's native and LR PNG was reached, each traced to the source video and its frame
-    assert len(res) == 2 * len(faces)
+    # every crop's native, LR and ZSSR HR PNG was reached, each traced to the source video and its frame
+    assert len(res) == 3 * len(faces)
     assert {r.source for r in res} == {str(runs["source"])}
     assert {r.frame_index for r in res} == set(faces["frame_index"])
+    assert sorted(r.kind for r in res).count("zssr_hr") == len(faces)
     assert V.exit_code(res) == 0
 
 
 def test_inputs_untouched(runs):
     assert _tree_hashes(runs["input"]) == runs["before"]["input"]  # same files, same bytes, nothing added
     assert sha256_file(runs["package"]) == runs["before"]["package"]
+    assert runs["faces_after"] == runs["faces_before"]  # ZSSR wrote nothing into its input directory
     for name in ("a", "b"):
         faces = pd.read_parquet(runs[name] / "faces" / "faces.parquet")
         for col in ("native_path", "lr_path"):
             assert not any(Path(p).is_absolute() for p in faces[col])  # outputs live under the run dir
 
 
-def test_two_cpu_runs_byte_identical(runs):
-    a, b = _tree_hashes(runs["a"] / "faces"), _tree_hashes(runs["b"] / "faces")
-    pngs = sorted(k for k in a if k.endswith(".png"))
-    assert pngs and pngs == sorted(k for k in b if k.endswith(".png"))
-    assert [k for k in pngs if a[k] != b[k]] == []
-    assert a["faces.parquet"] == b["faces.parquet"]  # the manifest too (no times, paths relative)
+@pytest.mark.parametrize("stage, manifest", [("faces", "faces.parquet"), ("zssr", "zssr.parquet")])
+def test_two_cpu_runs_byte_identical(runs, stage, manifest):
+    a_dir, b_dir = runs["a"] / stage, runs["b"] / stage
+    pngs = sorted(str(p.relative_to(a_dir)) for p in a_dir.rglob("*.png"))
+    assert pngs and pngs == sorted(str(p.relative_to(b_dir)) for p in b_dir.rglob("*.png"))
+    identical = [_same_output(a_dir / k, b_dir / k) for k in pngs]
+    ma, mb = (pd.read_parquet(d / manifest).sort_values("crop_id").reset_index(drop=True) for d in (a_dir, b_dir))
+    timing = [c for c in ma.columns if c in TIMING_COLUMNS]
+    if all(identical) and not timing:
+        assert sha256_file(a_dir / manifest) == sha256_file(b_dir / manifest)  # no times, relative paths
+    # the manifest's content: equal except wall-clock columns (and PNG hashes if the code version moved)
+    skip = timing + ([] if all(identical) else [c for c in ma.columns if c.endswith("sha256") and
+                                                 c != "source_sha256"])
+    pd.testing.assert_frame_equal(ma.drop(columns=skip), mb.drop(columns=skip))
 
 
 def test_one_byte_changed_in_output(runs, tmp_path):
@@ -92,7 +147,18 @@ def test_one_byte_changed_in_output(runs, tmp_path):
     bad = res[target.resolve()]
     assert bad.status == V.MODIFIED and bad.file == str(target.resolve())
     assert bad.field == f"sha256 (faces.parquet column sha256, crop_id={faces['crop_id'].iloc[0]})"
-    assert sum(r.status == V.MODIFIED for r in res.values()) == 1
+    # the ZSSR output made from that LR crop fails too, naming the crop as its changed parent
+    hr = res[(copy / "zssr" / "hr" / f"{faces['crop_id'].iloc[0]}.png").resolve()]
+    assert hr.status == V.MODIFIED
+    assert any(p.file == str(target.resolve()) and p.field.startswith("parents[0].sha256") for p in hr.problems)
+    assert sum(r.status == V.MODIFIED for r in res.values()) == 2
+    # one byte of a ZSSR output
+    zssr = pd.read_parquet(copy / "zssr" / "zssr.parquet")
+    ztarget = copy / "zssr" / zssr["hr_path"].iloc[-1]
+    _flip_byte(ztarget)
+    bad = {Path(r.path): r for r in V.verify_paths([copy / "zssr" / "zssr.parquet"])}[ztarget.resolve()]
+    assert bad.status == V.MODIFIED and bad.file == str(ztarget.resolve())
+    assert bad.field == f"sha256 (zssr.parquet column sha256, crop_id={zssr['crop_id'].iloc[-1]})"
 
 
 def test_one_byte_changed_in_source(runs, tmp_path):
