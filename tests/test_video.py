@@ -200,3 +200,41 @@ def test_lr_never_silently_upscaled():
 def test_detection_contract():
     d = Detection(box=(1, 2, 3, 4), score=1.0, detector="haar-frontal")
     assert d.box == (1, 2, 3, 4) and isinstance(d.score, float)
+
+
+def test_http_url_source(tmp_path):
+    """A network source (http on 127.0.0.1 only): frames, times, and a clear error for a bad URL."""
+    import functools
+    import http.server
+    import threading
+
+    frames = [np.roll(background(96, 64), 4 * i, axis=1) for i in range(12)]
+    write_clip(tmp_path / "cam.mp4", frames, fps=12, container_options={"movflags": "faststart"})
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/cam.mp4"
+        got = list(iter_frames(url, max_frames=8, timeout_s=5))
+        assert [f.index for f in got] == list(range(8)) and got[4].time_s == pytest.approx(4 / 12, abs=0.01)
+        with pytest.raises(VideoError) as err:
+            list(iter_frames(url.replace("cam.mp4", "nope.mp4"), timeout_s=5))
+        assert str(err.value).startswith(url.replace("cam.mp4", "nope.mp4"))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_profile_cascade_and_sequence_mode(carphone):
+    frames = [f.image for f in iter_frames(carphone["pristine"], max_frames=16)]
+    both = make_detector(DetectorConfig(profile=True))
+    dets = both.detect(frames[0])
+    assert len(dets) == 1 and dets[0].detector in ("haar-frontal", "haar-profile")
+    # sequence mode: region scans between full scans find the same face, close to the full-scan boxes
+    full = make_detector(DetectorConfig()).detect_sequence(frames)
+    seq = make_detector(DetectorConfig(full_scan_every=4)).detect_sequence(frames)
+    assert sum(bool(d) for d in seq) >= 14
+    for a, b in zip(full, seq):
+        if a and b:
+            assert iou(a[0].raw_box, b[0].raw_box) >= 0.6
