@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -559,6 +560,10 @@ def run_ingest(inputs: Iterable[str | os.PathLike], out_dir: str | Path, cfg: In
             skipped.append(src)
             ok_ids.add(vid)
             continue
+        if _marker(out_dir, vid).exists():  # done before with other settings: its old crops would linger
+            log.info("%s: done before with other settings, redoing it", src)
+            _marker(out_dir, vid).unlink()
+            shutil.rmtree(out_dir / "crops" / vid, ignore_errors=True)
         todo.append({"video_id": vid, "source": src, "source_sha256": sha})
 
     processed: list[str] = []

@@ -175,7 +175,10 @@ def test_config_change_redoes_video(inputs, tmp_path):
     assert first.groupby("track_id").size().max() == 3
     rep = run_ingest([inputs["astro"]], tmp_path, _cfg(best_k=5), use_ray=False)
     assert rep["this_run"]["processed"] == [inputs["astro"]]
-    assert pd.read_parquet(tmp_path / "faces.parquet").groupby("track_id").size().max() == 5
+    df = pd.read_parquet(tmp_path / "faces.parquet")
+    assert df.groupby("track_id").size().max() == 5
+    # no stale crops from the old settings are left behind
+    assert sorted(p.name for p in (tmp_path / "crops").rglob("lr/*.png")) == sorted(Path(p).name for p in df.lr_path)
 
 
 def test_cli_exit_codes_and_messages(inputs, tmp_path, capsys):
