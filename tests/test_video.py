@@ -69,9 +69,13 @@ def test_expand_inputs_dir_glob_missing(tmp_path):
     (tmp_path / "a").mkdir()
     for name in ("a/x.mp4", "a/y.MKV", "a/notes.txt", "z.avi"):
         (tmp_path / name).write_bytes(b"0")
-    got = expand_inputs([tmp_path / "a", str(tmp_path / "*.avi"), "rtsp://127.0.0.1/cam", "/nope/missing.mp4"])
+    (tmp_path / "empty_dir").mkdir()
+    got = expand_inputs([tmp_path / "a", str(tmp_path / "*.avi"), "rtsp://127.0.0.1/cam", "/nope/missing.mp4",
+                         tmp_path / "empty_dir"])
     assert got == [str(tmp_path / "a/x.mp4"), str(tmp_path / "a/y.MKV"), str(tmp_path / "z.avi"),
-                   "rtsp://127.0.0.1/cam", "/nope/missing.mp4"]
+                   "rtsp://127.0.0.1/cam", "/nope/missing.mp4", str(tmp_path / "empty_dir")]
+    with pytest.raises(VideoError, match="is a directory"):
+        list(iter_frames(tmp_path / "empty_dir"))
 
 
 def _bad_inputs(tmp_path, carphone):

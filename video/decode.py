@@ -66,10 +66,9 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[str]:
             continue
         p = Path(s).expanduser()
         if p.is_dir():
-            out.extend(
-                str(f.resolve()) for f in sorted(p.rglob("*"))
-                if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS and not f.name.startswith(".")
-            )
+            found = [str(f.resolve()) for f in sorted(p.rglob("*"))
+                     if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS and not f.name.startswith(".")]
+            out.extend(found or [str(p.resolve())])  # an empty directory is reported, not silently dropped
         elif not p.exists() and _GLOB_CHARS & set(s):
             matches = sorted(m for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
             out.extend(str(Path(m).resolve()) for m in matches) if matches else out.append(s)
