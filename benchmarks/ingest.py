@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames-640", type=int, default=250, help="length of the generated 640x360 clip")
     ap.add_argument("--ray", action="store_true", help="also time the Ray Data ingest pipeline end to end")
     ap.add_argument("--json", default=None, help="write all results here")
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--clips", nargs="+", default=["carphone", "640"], choices=["carphone", "640"])
     args = ap.parse_args(argv)
 
     from survsr.data import carphone_paths
@@ -121,17 +123,20 @@ def main(argv: list[str] | None = None) -> int:
     max_frames = 20 if args.smoke else None
     workers = [1] if args.smoke else args.workers
     tmp = Path(tempfile.mkdtemp(prefix="survsr-bench-"))
-    clips = {
-        "carphone 176x144 @29.97": (str(carphone_paths()["pristine"]), 30000 / 1001),
-        "synthetic 640x360 @25": (str(make_640_clip(tmp / "clip640.mp4", 30 if args.smoke else args.frames_640)), 25.0),
-    }
+    clips = {}
+    if "carphone" in args.clips:
+        clips["carphone 176x144 @29.97"] = (str(carphone_paths()["pristine"]), 30000 / 1001)
+    if "640" in args.clips:
+        n640 = 30 if args.smoke else args.frames_640
+        clips["synthetic 640x360 @25"] = (str(make_640_clip(tmp / "clip640.mp4", n640)), 25.0)
     results = []
     print(f"load average before: {os.getloadavg()}  cpus: {os.cpu_count()}")
     print("| clip | setting | workers | frames/s (wall) | frames/s (CPU time) | x real time (wall) | "
           "peak RSS/worker MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for clip, (path, fps) in clips.items():
-        for name, kw in SETTINGS.items():
+        for name in args.settings:
+            kw = SETTINGS[name]
             for w in workers:
                 r = run_case(path, kw, w, max_frames)
                 r.update(clip=clip, setting=name, realtime_x=r["fps_wall"] / fps)
