@@ -465,10 +465,14 @@ class Verifier:
                 continue
             if src_sha and par.get("sha256") == src_sha:
                 continue  # the source video itself: checked (hash, frame, box) by _check_source
-            found = self._find(str(par["path"]), par.get("sha256"), bases, roots)
+            pbases = bases
+            if par.get("manifest"):  # optional: the manifest the path is relative to (relative to the child)
+                pbases = [(n.path.parent / str(par["manifest"])).parent, *bases]
+            found = self._find(str(par["path"]), par.get("sha256"), pbases, roots)
             if found is None:
                 n.own.append(Problem(SOURCE_MISSING, str(par["path"]), f"parents[{i}].path",
-                                     f"parent of {n.path.name} not found"))
+                                     f"parent of {n.path.name} not found near it; if its run directory "
+                                     "lives elsewhere, pass --source-root DIR"))
                 continue
             pn = self.node(found)
             n.parents.append(pn)

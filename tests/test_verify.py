@@ -308,3 +308,29 @@ def test_video_sidecar(run, tmp_path):
     side.unlink()
     (r,) = V.verify_paths([out])
     assert r.status == V.UNVERIFIABLE
+
+
+def test_parent_recorded_relative_to_another_run_dir(run, tmp_path):
+    """ZSSR records its parent as written in faces.parquet (relative to the faces directory). Beside the
+    faces directory verify finds it by name + hash; far away it needs --source-root or a ``manifest`` hint."""
+    far = tmp_path / "elsewhere" / "deep" / "zssr"
+    lr = run["lr"][0]
+    rel = str(lr.relative_to(run["faces"]))
+    src_doc = json.loads(read_png_text(lr)[PROVENANCE_KEY])
+    img = cv2.resize(np.asarray(__import__("PIL.Image").Image.open(lr).convert("RGB")), (64, 64))
+    rows = []
+    for name, parent in (("plain", {"path": rel, "sha256": sha256_file(lr)}),
+                         ("hinted", {"path": rel, "sha256": sha256_file(lr),
+                                     "manifest": "../../../faces/faces.parquet"})):
+        sha = write_png(far / f"{name}.png", img, {PROVENANCE_KEY: provenance(
+            "zssr_hr", source=src_doc["source"], parents=[parent], stages=[stage_record("zssr", "z")],
+            model_output=True)})
+        rows.append({"crop_id": name, "hr_path": f"{name}.png", "sha256": sha})
+    write_parquet_atomic(pd.DataFrame(rows), far / "zssr.parquet")
+    assert (far / ".." / ".." / ".." / "faces" / "faces.parquet").resolve() == (run["faces"] / "faces.parquet")
+    res = _by_path(V.verify_paths([far]))
+    assert res["plain.png"].status == V.SOURCE_MISSING and res["plain.png"].field == "parents[0].path"
+    assert "--source-root" in res["plain.png"].problems[0].message
+    assert res["hinted.png"].status == V.VERIFIED
+    res = _by_path(V.verify_paths([far], source_roots=[run["faces"]]))
+    assert {r.status for r in res.values()} == {V.VERIFIED}
