@@ -111,7 +111,13 @@ def read_png_text(path: str | os.PathLike) -> dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """``git describe`` of the checkout when there is one, else the installed package version."""
+    """``git describe`` of the checkout when there is one, else the installed package version.
+
+    ``$SURVSR_CODE_VERSION`` wins when set: ``init_ray`` sets it from the driver so every Ray worker records
+    the driver's version (workers may run from a copy without ``.git``, or start after a later commit)."""
+    pinned = os.environ.get("SURVSR_CODE_VERSION")
+    if pinned:
+        return pinned
     root = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(

@@ -20,6 +20,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
 
     if ray.is_initialized():
         return ray
+    from survsr.provenance import code_version
+
+    # Workers inherit the driver's environment (local Ray): all outputs of a job record one code version.
+    os.environ.setdefault("SURVSR_CODE_VERSION", code_version())
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("joining Ray cluster at %s", address)
