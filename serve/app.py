@@ -135,10 +135,9 @@ def run_video_job(job_dir: str, input_name: str, mode: str, args_dict: dict, app
         raise
     if rep["status"] in ("done", "partial"):
         result = jd / "out" / rep["output"]
-        if mode == "faces":  # many PNGs + manifest -> one download
-            archive = shutil.make_archive(str(jd / "out" / ".result"), "zip", root_dir=jd / "out",
-                                          base_dir=".")
-            final = jd / "out" / f"{rep['output']}.zip"
+        if mode == "faces":  # many PNGs + manifest -> one download, renamed into place when complete
+            archive = shutil.make_archive(str(jd / ".result.partial"), "zip", root_dir=jd / "out", base_dir=".")
+            final = jd / f"{rep['output']}.zip"
             os.replace(archive, final)
             result = final
         _write_status(jd, state="done", result=str(result.relative_to(jd)), report=rep,
@@ -486,6 +485,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="bind address (default from config: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--address", default=None, help="Ray cluster to join (default: start a local one)")
+    parser.add_argument("--stream", action="append", default=[], metavar="SOURCE",
+                        help="also enhance a live source (rtsp://, http(s)://, a file); repeatable")
+    parser.add_argument("--stream-out", default="stream_out", help="segments go to DIR/stream<N>/")
+    parser.add_argument("--stream-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="StreamConfig override for every --stream, e.g. queue_size=64")
     add_config_args(parser, "serve.yaml")
 
 
@@ -511,9 +515,40 @@ def main(args: argparse.Namespace) -> int:
     token = " (bearer token required)" if (os.environ.get(app_args.get("auth_token_env", "SURVSR_SERVE_TOKEN"))
                                            or app_args.get("auth_token_sha256")) else ""
     print(f"survsr serve: http://{http['host']}:{http['port']}/docs{token}; Ctrl-C to stop", flush=True)
+    streams = _start_streams(args, name)
     try:
         while True:
-            time.sleep(3600)
+            time.sleep(30)
+            for src, (actor, _) in streams.items():
+                import ray
+
+                st = ray.get(actor.stats.remote())
+                log.info("stream %s: %s read, %s written, %s dropped, %s reconnects, state %s", src,
+                         st["frames_read"], st["frames_written"], st["frames_dropped"], st["reconnects"], st["state"])
     except KeyboardInterrupt:
+        import ray
+
+        for actor, done in streams.values():
+            actor.stop.remote()
+        ray.wait([d for _, d in streams.values()], num_returns=len(streams), timeout=30)
         serve.shutdown()
     return 0
+
+
+def _start_streams(args: argparse.Namespace, app_name: str) -> dict:
+    from serve.stream import StreamConfig, start_stream
+    from survsr.config import from_dict as _fd
+
+    out = {}
+    for i, src in enumerate(args.stream):
+        data: dict = {"source": src, "out_dir": str(Path(args.stream_out) / f"stream{i}")}
+        for text in args.stream_set:
+            keys, value = parse_override(text)
+            node = data
+            for k in keys[:-1]:
+                node = node.setdefault(k, {})
+            node[keys[-1]] = value
+        cfg = _fd(StreamConfig, data, "--stream-set:")  # a bad key is a ConfigError naming it
+        out[src] = start_stream(cfg, app_name=app_name)
+        print(f"survsr serve: enhancing stream {src} -> {cfg.out_dir}", flush=True)
+    return out

@@ -270,12 +270,24 @@ def test_video_job_end_to_end(server, tmp_path):
         assert (vs.width, vs.height) == (128, 96)
         assert len(o.streams.audio) == 1
     assert read_frame_times(out) == pytest.approx(read_frame_times(clip), abs=1e-3)
+    r3 = c.post("/v1/videos?mode=faces", content=clip.read_bytes())
+    assert r3.status_code == 202
     st2 = _wait_job(c, r2.json()["job_id"])
     assert st2["state"] == "done", st2
     sbs = tmp_path / "sbs.mp4"
     sbs.write_bytes(c.get(f"/v1/videos/{r2.json()['job_id']}/result").content)
     with av.open(str(sbs)) as o:
         assert (o.streams.video[0].width, o.streams.video[0].height) == (256, 96)
+    # faces mode: a zip of crops + the manifest sidecar (this synthetic clip has no face: zero crops)
+    import zipfile
+
+    st3 = _wait_job(c, r3.json()["job_id"])
+    assert st3["state"] == "done", st3
+    res3 = c.get(f"/v1/videos/{r3.json()['job_id']}/result")
+    assert res3.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(res3.content)) as z:
+        side = json.loads(z.read(next(n for n in z.namelist() if n.endswith(".faces.json"))))
+    assert side["frames"] == 24 and side["faces"] == len(side["crops"]) and side["model_output"] is True
 
 
 def test_stream_actor_through_model_deployment(server, tmp_path):
@@ -315,3 +327,28 @@ def test_stream_actor_through_model_deployment(server, tmp_path):
 
     with av.open(str(tmp_path / "out" / recs[0]["path"])) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (128, 96)
+
+
+def test_serve_yaml_is_a_ray_serve_config_with_valid_args(gen_path):
+    """configs/serve.yaml works with `serve run`: Ray Serve's own schema accepts it, the import path
+    resolves to the builder, and its args validate against ServeArgs (typos are named)."""
+    import yaml
+    from ray._common.utils import import_attr
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve.app import build_app, read_serve_config
+    from survsr.config import CONFIG_DIR, ConfigError
+
+    doc = yaml.safe_load((CONFIG_DIR / "serve.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(doc)
+    assert schema.http_options.host == "127.0.0.1"
+    app = schema.applications[0]
+    assert import_attr(app.import_path) is build_app
+    http, entry, args = read_serve_config(None, [f"generator={gen_path}", "batch.max_batch_size=4"])
+    assert args["batch"]["max_batch_size"] == 4 and http["port"] == 8000
+    built = build_app(args)
+    assert type(built).__name__ == "Application"
+    with pytest.raises(ConfigError, match="batch.max_batchsize"):
+        read_serve_config(None, ["batch.max_batchsize=4"])
+    with pytest.raises(ConfigError, match="not found"):
+        build_app({**args, "generator": "/nonexistent/g.safetensors"})
