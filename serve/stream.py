@@ -277,6 +277,7 @@ class StreamProcessor:
         last_t: float | None = None  # last source time handed on (files: resume point after a reopen)
         offset = 0.0  # live sources: shift so the timeline continues across reconnects
         attempt = 0
+        seek_ok = True
         last_new = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -287,7 +288,7 @@ class StreamProcessor:
                         return
                     attempt += 1
                     continue
-                got_new = False
+                got_new = seeked = False
                 try:
                     vs = container.streams.video[0]
                     rate = vs.average_rate or vs.guessed_rate or Fraction(25)
@@ -295,14 +296,17 @@ class StreamProcessor:
                     tb = vs.time_base or Fraction(1, 90000)
                     if live and last_t is not None:
                         offset = None  # set from the first frame after the reconnect
-                    elif last_t is not None and vs.time_base:
+                    elif last_t is not None and vs.time_base and seek_ok:
                         try:  # jump close to where we were instead of decoding from the start again
                             container.seek(int(last_t / tb), stream=vs, backward=True)
+                            seeked = True
                         except Exception:  # noqa: BLE001 - not seekable: decode from the start and skip
-                            pass
+                            seek_ok = False
                     wall0 = time.monotonic()
                     t_first: float | None = None
+                    decoded = 0
                     for i, frame in enumerate(container.decode(vs)):
+                        decoded += 1
                         if self._stop.is_set():
                             break
                         t = float(frame.pts * tb) if frame.pts is not None else i / float(rate)
@@ -326,6 +330,11 @@ class StreamProcessor:
                         if cfg.max_frames is not None and self.stats.frames_read >= cfg.max_frames:
                             return
                     reason = "end of stream"
+                    if seeked and not decoded:
+                        # some demuxers (MPEG-TS with one keyframe) seek past everything: from now on
+                        # reopen from the start and skip what was seen
+                        seek_ok = False
+                        continue  # (the finally below closes the container)
                 except Exception as exc:  # noqa: BLE001 - a broken stream is reconnected, not fatal
                     reason = f"{type(exc).__name__}: {exc}"
                     self._error(f"{cfg.source}: {reason}")

@@ -133,3 +133,29 @@ def test_source_that_never_comes_up_gives_up(tmp_path):
     stats = StreamProcessor(cfg, _x2).run()
     assert stats["state"] == "failed" and stats["frames_read"] == 0 and stats["reconnects"] == 2
     assert "giving up" in stats["errors"][-1]
+
+
+def test_growing_file_is_followed_until_idle(tmp_path):
+    """A recorder still writing an MPEG-TS file: the reader follows it across EOFs without duplicating
+    or losing frames, and ends after idle_timeout_s without growth."""
+    full = make_clip(tmp_path / "full.ts", n=40, size=(64, 48), fps=25, format="mpegts").read_bytes()
+    growing = tmp_path / "growing.ts"
+    chunk = 188 * (len(full) // 188 // 4 + 1)  # whole TS packets, four appends
+    growing.write_bytes(full[:chunk])
+
+    def recorder():
+        for off in range(chunk, len(full), chunk):
+            time.sleep(0.4)
+            with open(growing, "ab") as f:
+                f.write(full[off:off + chunk])
+
+    t = threading.Thread(target=recorder)
+    t.start()
+    cfg = StreamConfig(source=str(growing), out_dir=str(tmp_path / "out"), growing_file=True, idle_timeout_s=1.5,
+                       queue_size=64, reconnect=ReconnectConfig(initial_s=0.2))
+    stats = StreamProcessor(cfg, _x2).run()
+    t.join()
+    src = read_frame_times(tmp_path / "full.ts")
+    _, times = _segments(tmp_path / "out")
+    assert stats["frames_read"] == len(src) == 40 and stats["frames_dropped"] == 0
+    assert times == pytest.approx(src, abs=1e-3)
