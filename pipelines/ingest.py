@@ -2,10 +2,12 @@
 
 Two layers over the same functions:
 * plain (no Ray): ``process_video`` decodes, detects, tracks, selects and writes one video in-process;
-* Ray Data (``run_ingest`` default): one block per video so videos decode in parallel (generator
-  ``map_batches``), detection runs in ``map_batches`` on an actor pool (each actor loads its cascades once),
-  a ``groupby(video_id).map_groups`` step tracks and selects per video, and crops are written by a
-  parallel ``map_batches``. Videos go through in waves (``ray.wave_videos``) so that finished videos are
+* Ray Data (``run_ingest`` default): one block per video so videos decode in parallel (a generator
+  ``map_batches`` streams each video out as rows of ``decode.chunk_frames`` consecutive frames), detection
+  runs in ``map_batches`` on an actor pool (each actor loads its cascades once and detects a chunk at a
+  time: full scans every ``detector.full_scan_every`` frames, region scans in between), a
+  ``groupby(video_id).map_groups`` step tracks and selects per video (only crops travel, frames are
+  dropped after detection), and crops are written by a parallel ``map_batches``. Videos go through in waves (``ray.wave_videos``) so that finished videos are
   committed (per-video part + done marker, both atomic) while the rest of a long batch is still running.
 
 Output layout of ``DIR`` (paths in the manifest are relative to ``DIR``)::
@@ -612,7 +614,12 @@ def run_ingest(inputs: Iterable[str | os.PathLike], out_dir: str | Path, cfg: In
     report = build_report(df, markers, splits, cfg, failed, processed, skipped, sources, time.time() - t0)
     report["ok"] = bool(ok_ids)
     atomic_write_json(out_dir / REPORT_NAME, report)
-    append_audit(out_dir, {"stage": "ingest", "config_hash": h, "inputs": sources, "processed": processed,
+    outcome = ("ok" if not failed else f"partial: {len(failed)} input(s) failed") if report["ok"] else "failed"
+    append_audit(out_dir, {"stage": "ingest", "command": "ingest", "config_hash": h, "inputs": sources,
+                           "arguments": {"out_dir": str(out_dir), "use_ray": bool(use_ray)},
+                           "outputs": {n: sha256_file(out_dir / n) for n in (MANIFEST_NAME, REPORT_NAME)
+                                       if (out_dir / n).is_file()},
+                           "outcome": outcome, "processed": processed,
                            "skipped_done": skipped, "failed": failed, "crops": int(len(df)),
                            "seconds": round(report["this_run"]["seconds"], 3), "ray": bool(use_ray and todo)})
     return report
