@@ -26,7 +26,8 @@ import pandas as pd
 from models.zssr import ZSSRConfig
 from survsr.config import ConfigError, config_hash, from_dict, load, to_dict
 from survsr.provenance import (
-    PROVENANCE_KEY, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic, write_png,
+    PROVENANCE_KEY, append_audit, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
+    write_png,
 )
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,13 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
                "config_hash": chash, "device": devices[0] if len(devices) == 1 else devices or device,
                "manifest": str(out_dir / "zssr.parquet")}
     atomic_write_json(out_dir / "zssr_report.json", summary)
+    append_audit(out_dir, {"stage": "zssr", "command": "zssr", "config_hash": chash,
+                           "arguments": {"faces_dir": str(faces_dir), "out_dir": str(out_dir), "address": address},
+                           "inputs": {"faces.parquet": sha256_file(faces_dir / "faces.parquet")},
+                           "outputs": {n: sha256_file(out_dir / n) for n in ("zssr.parquet", "zssr_report.json")},
+                           "outcome": "ok" if not failures else f"partial: {len(failures)} face(s) failed",
+                           "faces": len(faces), "ran": ran, "resumed": len(done_before),
+                           "seconds": round(seconds, 3)})
     for f in failures:
         log.error("zssr failed: %s", f["error"])
     log.info("zssr: %d/%d faces done (%d run now, %d resumed, %d failed) in %.1fs", len(manifest), len(faces),

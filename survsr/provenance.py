@@ -154,10 +154,16 @@ def now_iso() -> str:
 
 
 def append_audit(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append one JSON line to ``run_dir/audit.jsonl``; O_APPEND keeps concurrent writers' lines whole."""
+    """Append one JSON line to ``run_dir/audit.jsonl``; O_APPEND keeps concurrent writers' lines whole.
+
+    Every line carries the audit fields (time, command, arguments, config_hash, inputs, outputs, outcome):
+    ones the caller leaves out are filled (command from ``stage``, arguments from the process's argv) or
+    null, meaning "not recorded". ``survsr.audit.audited`` records them all for a whole job."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"time": now_iso(), **record}, sort_keys=True, default=str) + "\n"
+    std = {"command": record.get("stage"), "arguments": sys.argv[1:], "config_hash": None, "inputs": None,
+           "outputs": None, "outcome": None}
+    line = json.dumps({"time": now_iso(), **std, **record}, sort_keys=True, default=str) + "\n"
     fd = os.open(run_dir / "audit.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())

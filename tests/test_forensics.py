@@ -171,3 +171,20 @@ def test_one_byte_changed_in_source(runs, tmp_path):
     finally:
         shutil.copyfile(backup, src)
     assert sha256_file(src) == runs["before"]["input"][src.name]
+
+
+AUDIT_FIELDS = ("time", "command", "arguments", "config_hash", "inputs", "outputs", "outcome")
+
+
+@pytest.mark.parametrize("stage, manifest", [("faces", "faces.parquet"), ("zssr", "zssr.parquet")])
+def test_audit_log_of_each_job(runs, stage, manifest):
+    lines = [json.loads(x) for x in (runs["a"] / stage / "audit.jsonl").read_text().splitlines()]
+    assert len(lines) == 1  # one job ran in this directory
+    rec = lines[0]
+    assert all(rec.get(k) is not None for k in AUDIT_FIELDS), {k: rec.get(k) for k in AUDIT_FIELDS}
+    assert rec["command"] == {"faces": "ingest", "zssr": "zssr"}[stage] and rec["outcome"] == "ok"
+    assert rec["outputs"][manifest] == sha256_file(runs["a"] / stage / manifest)
+    if stage == "zssr":
+        assert rec["inputs"] == {"faces.parquet": sha256_file(runs["a"] / "faces" / "faces.parquet")}
+    else:
+        assert rec["inputs"] == [str(runs["source"])]
