@@ -213,22 +213,31 @@ class Draw:
     k: int
 
 
+def decode_draws(u: np.ndarray, h: int, w: int, cfg: ZSSRConfig) -> dict[str, np.ndarray]:
+    """Turn [N, 5] uniforms into N augmentations (official ``random_augment`` modes: leave as is / only the 8
+    lossless transforms / scaled; see the module docstring for the affine substitution). The father's width
+    follows from its height, so a face's possible fathers form a short list (the batched engine's bank)."""
+    u = np.atleast_2d(u)
+    leave = u[:, 0] < cfg.leave_as_is_probability
+    lossless = ~leave & (u[:, 0] < cfg.leave_as_is_probability + cfg.no_interpolate_probability)
+    s = np.where(leave | lossless, 1.0, u[:, 1] * (1.0 - cfg.min_scale) + cfg.min_scale)
+    k = np.where(leave, 0, np.minimum(7, (u[:, 2] * 8).astype(np.int64)))
+    lo = smallest_father(cfg)
+    fh = np.minimum(h, np.maximum(lo, np.round(h * s).astype(np.int64)))
+    fw = np.minimum(w, np.maximum(lo, np.round(w * fh / h).astype(np.int64)))
+    ch, cw = np.minimum(fh, cfg.crop_size), np.minimum(fw, cfg.crop_size)
+    y0 = np.minimum(fh - ch, (u[:, 3] * (fh - ch + 1)).astype(np.int64))
+    x0 = np.minimum(fw - cw, (u[:, 4] * (fw - cw + 1)).astype(np.int64))
+    return {"fh": fh, "fw": fw, "y0": y0, "x0": x0, "ch": ch, "cw": cw, "k": k}
+
+
+def smallest_father(cfg: ZSSRConfig) -> int:
+    return max(2, int(math.ceil(2 * cfg.scale)))
+
+
 def decode_draw(u: np.ndarray, h: int, w: int, cfg: ZSSRConfig) -> Draw:
-    """Turn 5 uniforms into an augmentation (official ``random_augment`` modes: leave as is / only the 8
-    lossless transforms / scaled; see the module docstring for the affine substitution)."""
-    if u[0] < cfg.leave_as_is_probability:
-        s, k = 1.0, 0
-    elif u[0] < cfg.leave_as_is_probability + cfg.no_interpolate_probability:
-        s, k = 1.0, min(7, int(u[2] * 8))
-    else:
-        s, k = u[1] * (1.0 - cfg.min_scale) + cfg.min_scale, min(7, int(u[2] * 8))
-    smallest = max(2, int(math.ceil(2 * cfg.scale)))
-    fh = min(h, max(smallest, int(round(h * s))))
-    fw = min(w, max(smallest, int(round(w * s))))
-    ch, cw = min(fh, cfg.crop_size), min(fw, cfg.crop_size)
-    y0 = min(fh - ch, int(u[3] * (fh - ch + 1)))
-    x0 = min(fw - cw, int(u[4] * (fw - cw + 1)))
-    return Draw(fh, fw, y0, x0, ch, cw, k)
+    d = decode_draws(np.asarray(u)[None], h, w, cfg)
+    return Draw(*(int(d[f][0]) for f in ("fh", "fw", "y0", "x0", "ch", "cw", "k")))
 
 
 class FatherSource:
@@ -241,6 +250,7 @@ class FatherSource:
         self.small = max(self.h, self.w) <= cfg.crop_size
         self._scaled: dict[tuple[int, int], torch.Tensor] = {}
         self._pairs: dict[Draw, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._test: torch.Tensor | None = None
 
     def scaled(self, fh: int, fw: int) -> torch.Tensor:
         key = (fh, fw)
@@ -276,10 +286,14 @@ class FatherSource:
 
     def test_input(self, seed: int, index: int) -> torch.Tensor:
         """The upscaled son of the whole input (reconstruction error; noisy like the training sons)."""
+        if self.cfg.noise_std == 0 and self._test is not None:
+            return self._test
         son = downscale(self.image, son_size(self.h, self.w, self.cfg.scale), self.kernel).clamp(0, 1)
         if self.cfg.noise_std > 0:
             son = (son + noise_tensor(seed, STREAM_TEST_NOISE, index, tuple(son.shape), self.cfg, son)).clamp(0, 1)
-        return resize(son, (self.h, self.w))
+            return resize(son, (self.h, self.w))
+        self._test = resize(son, (self.h, self.w))
+        return self._test
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from typing import Any, Iterator, Sequence
 
@@ -27,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from models.zssr import (
-    ADAM_BETAS, ADAM_EPS, FatherSource, LRState, ZSSRConfig, aug_draws, autocast, check_image, decode_draw,
-    dihedral, finish_ensemble, init_weights, layer_shapes, load_kernel, lr_policy, n_transforms, noise_tensor,
-    out_size, pick_device, pick_precision, resize, STREAM_NOISE, to_uint8, undo_dihedral,
+    ADAM_BETAS, ADAM_EPS, FatherSource, LRState, ZSSRConfig, aug_draws, autocast, check_image, decode_draws, dihedral,
+    downscale, finish_ensemble, init_weights, layer_shapes, load_kernel, lr_policy, n_transforms, out_size, pick_device,
+    pick_precision, resize, smallest_father, son_size, to_uint8, undo_dihedral,
 )
 
 log = logging.getLogger(__name__)
@@ -45,8 +44,6 @@ class _Face:
     lr: LRState
     t0: float
     it: int = 0               # next iteration to run
-    loss: torch.Tensor | None = None
-    done: bool = False
 
 
 def grouped_forward(weights: Sequence[torch.Tensor], x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -80,6 +77,8 @@ class BatchedZSSR:
         self.kernel = load_kernel(cfg.kernel)
         self.shapes = layer_shapes(cfg)
         self.steps_run = 0
+        self.fast: tuple[int, int] | None = None  # (h, w) when the bank fast path is on
+        self.bank: dict[str, torch.Tensor] | None = None
 
     # -- slot state ------------------------------------------------------------------------------------
     def _alloc(self, n: int) -> None:
@@ -88,6 +87,47 @@ class BatchedZSSR:
         self.m = [z(s) for s in self.shapes]
         self.v = [z(s) for s in self.shapes]
         self.faces: list[_Face | None] = [None] * n
+        self.bank = None
+        if self.fast is not None:
+            h, w = self.fast
+            c = max(h, w)
+            nb = (h - self.fmin + 1) * 8
+            self.bank = {"father": torch.zeros((n, nb, 3, c, c), device=self.device, dtype=self.dtype),
+                         "input": torch.zeros((n, nb, 3, c, c), device=self.device, dtype=self.dtype)}
+            self.mask_bank = torch.zeros((nb, 1, c, c), device=self.device, dtype=self.dtype)
+            self.count_bank = torch.ones(nb, device=self.device, dtype=self.dtype)
+            for level in range(h - self.fmin + 1):
+                fh, fw = self._father_hw(level)
+                for k in range(8):
+                    dh, dw = (fw, fh) if k % 2 else (fh, fw)
+                    self.mask_bank[level * 8 + k, :, :dh, :dw] = 1
+                    self.count_bank[level * 8 + k] = 3.0 * dh * dw
+
+    def _father_hw(self, level: int) -> tuple[int, int]:
+        """The father size of bank level ``level`` (same formula as ``decode_draws``)."""
+        h, w = self.fast
+        fh = self.fmin + level
+        fw = int(min(w, max(smallest_father(self.cfg), np.round(w * np.int64(fh) / h))))
+        return fh, fw
+
+    @torch.no_grad()
+    def _fill_bank(self, slots: list[int]) -> None:
+        """Every (father, upscaled son) a noise-free small face can draw, for the newly admitted ``slots`` at
+        once: the same operations as ``FatherSource.clean_pair``, batched over faces."""
+        if self.bank is None or not slots:
+            return
+        ti = torch.as_tensor(slots, device=self.device)
+        imgs = torch.cat([self.faces[i].image for i in slots])
+        for level in range(self.fast[0] - self.fmin + 1):
+            fh, fw = self._father_hw(level)
+            scaled = resize(imgs, (fh, fw)).clamp(0, 1)
+            for k in range(8):
+                father = dihedral(scaled, k).contiguous()
+                dh, dw = father.shape[-2:]
+                son = downscale(father, son_size(dh, dw, self.cfg.scale), self.kernel).clamp(0, 1)
+                b = level * 8 + k
+                self.bank["father"][ti, b, :, :dh, :dw] = father
+                self.bank["input"][ti, b, :, :dh, :dw] = resize(son, (dh, dw))
 
     def _admit(self, slot: int, key: Any, img: np.ndarray, seed: int) -> None:
         a, gray = check_image(img, str(key))
@@ -116,10 +156,15 @@ class BatchedZSSR:
                       for w in self.W]
             self.m = [torch.cat([t[idx], t.new_zeros((new_n - len(live), *t.shape[1:]))]) for t in self.m]
             self.v = [torch.cat([t[idx], t.new_zeros((new_n - len(live), *t.shape[1:]))]) for t in self.v]
+            if self.bank is not None:
+                self.bank = {k: torch.cat([t[idx], t.new_zeros((new_n - len(live), *t.shape[1:]))])
+                             for k, t in self.bank.items()}
         self.faces = [self.faces[i] for i in live] + [None] * (new_n - len(live))
 
     # -- one training step for every live face ------------------------------------------------------------
     def _step(self) -> None:
+        if self.bank is not None:
+            return self._step_fast()
         cfg, n = self.cfg, len(self.faces)
         live = [i for i, f in enumerate(self.faces) if f is not None]
         draws = aug_draws([self.faces[i].seed for i in live], [self.faces[i].it for i in live])
@@ -142,6 +187,26 @@ class BatchedZSSR:
             inp[ti, :, :h, :w] = torch.cat([pairs[i][1] for i in idx])
             mask[ti, :, :h, :w] = 1
             count[ti] = 3.0 * h * w
+        self._train(live, father, inp, mask, count)
+
+    def _step_fast(self) -> None:
+        """Noise-free faces of one size: every face's pair is one gather from the bank (no per-face work)."""
+        n = len(self.faces)
+        live = [i for i, f in enumerate(self.faces) if f is not None]
+        seeds = np.zeros(n, np.int64)
+        its = np.zeros(n, np.int64)
+        for i in live:
+            seeds[i], its[i] = self.faces[i].seed, self.faces[i].it
+        d = decode_draws(aug_draws(seeds, its), self.fast[0], self.fast[1], self.cfg)
+        b = torch.as_tensor((d["fh"] - self.fmin) * 8 + d["k"], device=self.device)
+        alive = torch.zeros(n, device=self.device, dtype=self.dtype)
+        alive[torch.as_tensor(live, device=self.device)] = 1
+        ar = torch.arange(n, device=self.device)
+        self._train(live, self.bank["father"][ar, b], self.bank["input"][ar, b],
+                    self.mask_bank[b] * alive.view(n, 1, 1, 1), self.count_bank[b])
+
+    def _train(self, live: list[int], father: torch.Tensor, inp: torch.Tensor, mask: torch.Tensor,
+               count: torch.Tensor) -> None:
         with autocast(self.device, self.amp):
             out = grouped_forward(self.W, inp[None], mask)[0]
         per_face = ((out.to(self.dtype) - father).abs() * mask).sum(dim=(1, 2, 3)) / count
@@ -149,9 +214,7 @@ class BatchedZSSR:
             w.grad = None
         per_face.sum().backward()
         self._adam(live)
-        per_face = per_face.detach()
-        for i in live:
-            self.faces[i].loss = per_face[i]
+        self._last_loss = per_face.detach()  # read at a face's finish only (no per-step host sync)
         self.steps_run += 1
 
     def _adam(self, live: list[int]) -> None:
@@ -226,10 +289,19 @@ class BatchedZSSR:
         items = list(items)
         if not items:
             return
+        # Bank fast path: no noise on the sons (so pairs repeat) and one face size no larger than the crop.
+        shapes = {tuple(getattr(im, "shape", (0, 0))[:2]) for _, im, _ in items}
+        self.fast = None
+        if self.cfg.noise_std == 0 and len(shapes) == 1:
+            h, w = next(iter(shapes))
+            if min(h, w) >= 8 and max(h, w) <= self.cfg.crop_size:
+                self.fast = (h, w)
+                self.fmin = min(smallest_father(self.cfg), h)
         self._alloc(min(self.slots, len(items)))
         pending = iter(items)
         exhausted = False
         while True:
+            admitted = []
             for slot, f in enumerate(self.faces):
                 while f is None and not exhausted:
                     nxt = next(pending, None)
@@ -240,18 +312,21 @@ class BatchedZSSR:
                     try:
                         self._admit(slot, key, img, seed)
                         f = self.faces[slot]
+                        admitted.append(slot)
                     except (ValueError, TypeError) as exc:
                         yield key, None, exc
             if all(f is None for f in self.faces):
                 break
+            self._fill_bank(admitted)
             self._step()
             finished = self._after_step()
             if finished:
+                losses = self._last_loss.tolist()
                 for i, res in self._infer(finished):
                     f = self.faces[i]
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
-                    info = {"iterations": f.it, "final_lr": f.lr.lr, "final_loss": float(f.loss),
+                    info = {"iterations": f.it, "final_lr": f.lr.lr, "final_loss": losses[i],
                             "final_rec_mse": f.lr.errors[-1] if f.lr.errors else float("nan"),
                             "lr_changes": list(f.lr.changes), "seconds": time.perf_counter() - f.t0,
                             "device": str(self.device)}

@@ -1,0 +1,112 @@
+"""ZSSR quality on Set5 / Set14 at x2 against bicubic, in the same run.
+
+Protocol (the one SR papers use): HR cropped to a multiple of the scale, LR = PIL bicubic downscale, PSNR and
+SSIM on Y (BT.601) after a ``scale``-pixel border crop (``pipelines.metrics.score_pair``, scikit-image).
+The ZSSR paper reports 37.37 dB (Set5) / 33.00 dB (Set14); bicubic scores 33.67 / 30.32.
+
+  .venv/bin/python benchmarks/zssr_quality.py                 # full, paper schedule (GPU: minutes; CPU: hours)
+  .venv/bin/python benchmarks/zssr_quality.py --smoke         # 1 image, 96x96 centre crop, 20 iterations
+  .venv/bin/python benchmarks/zssr_quality.py --sets Set5 --set zssr.max_iters=500 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models.zssr import ZSSR  # noqa: E402
+from pipelines.metrics import score_pair  # noqa: E402
+from pipelines.zssr_pool import load_config  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "sr-benchmarks"
+SMOKE = ["zssr.max_iters=20", "zssr.min_iters=10", "zssr.run_test_every=5",
+         "zssr.learning_rate_policy_check_every=10", "zssr.learning_rate_slope_range=20"]
+
+
+def prepare(path: Path, scale: int, crop: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    hr = np.asarray(Image.open(path).convert("RGB"))
+    if crop:
+        h, w = hr.shape[:2]
+        y, x = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+        hr = hr[y:y + crop, x:x + crop]
+    h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
+    hr = np.ascontiguousarray(hr[:h, :w])
+    lr = np.asarray(Image.fromarray(hr).resize((w // scale, h // scale), Image.BICUBIC))
+    bic = np.asarray(Image.fromarray(lr).resize((w, h), Image.BICUBIC))
+    return hr, lr, bic
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
+    ap.add_argument("--scale", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="1 image, 96x96 centre crop, 20 iterations")
+    ap.add_argument("--max-images", type=int, default=0, help="per set; 0 = all")
+    ap.add_argument("--crop", type=int, default=0, help="centre-crop HR to this size (0 = whole image)")
+    ap.add_argument("--device", default=None, help="cpu | cuda | auto (default: config)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default; --smoke: 1)")
+    ap.add_argument("--json", type=Path, default=None, help="write rows and means here")
+    args = ap.parse_args(argv)
+    overrides = list(args.overrides) + [f"zssr.scale={float(args.scale)}"]
+    if args.smoke:
+        args.sets, args.max_images, args.crop = args.sets[:1], 1, args.crop or 96
+        overrides = SMOKE + overrides
+    if args.device:
+        overrides.append(f"zssr.device={args.device}")
+    if args.threads or args.smoke:
+        import torch
+
+        torch.set_num_threads(args.threads or 1)
+    cfg = load_config(args.config, overrides).zssr
+    engine = ZSSR(cfg)
+    rows = []
+    print(f"ZSSR x{args.scale} on {engine.device} ({engine.dtype}, amp={engine.amp}); max_iters={cfg.max_iters}")
+    print(f"{'set':6} {'image':12} {'size':>9} {'bic PSNR':>9} {'ZSSR PSNR':>9} {'bic SSIM':>8} {'ZSSR SSIM':>9} "
+          f"{'iters':>5} {'sec':>7}")
+    for set_name in args.sets:
+        files = sorted((args.data / set_name).glob("*.png"))
+        if not files:
+            print(f"no images in {args.data / set_name}", file=sys.stderr)
+            return 2
+        for path in files[: args.max_images or None]:
+            hr, lr, bic = prepare(path, args.scale, args.crop or None)
+            t0 = time.perf_counter()
+            sr, info = engine.run(lr, seed=args.seed, name=str(path))
+            sec = time.perf_counter() - t0
+            sb, sz = score_pair(hr, bic, scale=args.scale), score_pair(hr, sr, scale=args.scale)
+            row = {"set": set_name, "image": path.stem, "w": hr.shape[1], "h": hr.shape[0],
+                   "psnr_bicubic": sb["psnr_y"], "psnr_zssr": sz["psnr_y"], "ssim_bicubic": sb["ssim_y"],
+                   "ssim_zssr": sz["ssim_y"], "iterations": info["iterations"], "seconds": sec}
+            rows.append(row)
+            print(f"{set_name:6} {path.stem:12} {hr.shape[1]:>4}x{hr.shape[0]:<4} {row['psnr_bicubic']:9.2f} "
+                  f"{row['psnr_zssr']:9.2f} {row['ssim_bicubic']:8.4f} {row['ssim_zssr']:9.4f} "
+                  f"{row['iterations']:5d} {sec:7.1f}", flush=True)
+    means = {}
+    for set_name in args.sets:
+        rs = [r for r in rows if r["set"] == set_name]
+        means[set_name] = {k: float(np.mean([r[k] for r in rs]))
+                           for k in ("psnr_bicubic", "psnr_zssr", "ssim_bicubic", "ssim_zssr", "seconds")}
+        m = means[set_name]
+        print(f"{set_name:6} {'mean':12} {'':9} {m['psnr_bicubic']:9.2f} {m['psnr_zssr']:9.2f} "
+              f"{m['ssim_bicubic']:8.4f} {m['ssim_zssr']:9.4f} {'':5} {m['seconds']:7.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "means": means, "device": str(engine.device),
+                                         "overrides": overrides}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
