@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from serve.engine import EngineConfig
-from serve.media import mark_crop, mark_frame, side_by_side
+from serve.media import frame_marking, mark_crop, mark_frame, side_by_side
 from survsr.marking import MarkingConfig, mark_document, model_output_text
 from survsr.config import config_hash, from_dict, load, to_dict
 from survsr.provenance import (PROVENANCE_KEY, append_audit, atomic_path, atomic_write_json, provenance,
@@ -143,7 +143,8 @@ def _frame_pts(frame, index: int, rate: Fraction, tb: Fraction) -> int:
 def enhance_video(src: str | Path, out_dir: str | Path, cfg: EnhanceConfig, enhance_fn: EnhanceFn, *,
                   model_sha256: str, device: str, detector=None, progress: ProgressFn | None = None,
                   src_sha256: str | None = None) -> dict:
-    """Enhance one video into ``out_dir``; returns its report entry. Raises only on interruption.
+    """Enhance one video into ``out_dir``; returns its report entry (failures included: status
+    ``failed`` + reason naming the file). Only an interruption (KeyboardInterrupt) propagates.
 
     ``enhance_fn`` maps a list of uint8 RGB frames to their x2 versions (a local Enhancer or a Serve
     handle). Decode errors after some frames keep what was done (status ``partial``).
@@ -178,6 +179,9 @@ def enhance_video(src: str | Path, out_dir: str | Path, cfg: EnhanceConfig, enha
         else:
             result = _enhance_frames(container, src, src_sha, out_dir, stem, cfg, enhance_fn,
                                      model_sha256, device, progress)
+    except Exception as exc:  # noqa: BLE001 - one bad video must not end the archive job
+        log.exception("%s: enhancement failed", src)
+        result = {"status": "failed", "reason": f"{src}: {type(exc).__name__}: {exc}"}
     finally:
         container.close()
     result["seconds"] = round(time.time() - t0, 3)
@@ -198,6 +202,7 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
     out_path = out_dir / f"{stem}.mp4"
     pending: list[tuple[int, np.ndarray]] = []
     early_audio: list = []
+    marking: list[MarkingConfig | None] = [None]
     writer: VideoWriter | None = None
     n_in = 0
     error = None
@@ -208,6 +213,9 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
             return
         outs = enhance_fn([img for _, img in pending])
         for (pts, img), enh in zip(pending, outs):
+            if marking[0] is None:  # what the band looks like on this video, for the provenance record
+                w = enh.shape[1] * (2 if cfg.mode == "side-by-side" else 1)
+                marking[0] = frame_marking(cfg.label, w, enh.shape[0])
             if cfg.mode == "side-by-side":
                 frame = side_by_side(img, enh, label=cfg.label)
             else:
@@ -263,7 +271,7 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
         source={"path": str(src), "sha256": src_sha, "frame_index": None, "time_s": None, "box": None},
         parents=[{"path": str(src), "sha256": src_sha}],
         stages=[_stage(cfg, model_sha, device, frames=writer.frames, status=status)],
-        model_output=True), replace(cfg.label, mode="overlay"))
+        model_output=True), marking[0])
     side = {"kind": "enhanced_video", "path": out_path.name, "sha256": out_sha, "status": status,
             "frames": writer.frames, "fps": str(rate), "time_base": str(tb), "audio": aus is not None,
             "mode": cfg.mode, "source_path": str(src), "source_sha256": src_sha, "config_hash": output_hash(cfg),

@@ -286,14 +286,12 @@ class Ingress:
         except BadInput as exc:
             raise _http_error(exc) from None
         out = await self.model.enhance_one.remote(img)
-        from dataclasses import replace
+        from survsr.marking import mark_image
 
-        from survsr.marking import band_height, mark_image
+        from serve.media import frame_marking
 
-        marking = self._marking(label)
         # over the picture when it fits, added below it for images too small to carry the band
-        fits = band_height(out.shape[1], marking) < out.shape[0] // 2
-        marking = replace(marking, mode="overlay" if fits else "extend")
+        marking = frame_marking(self._marking(label), out.shape[1], out.shape[0])
         out = mark_image(out, marking)
         upload_sha = sha256_bytes(data)
         prov = await self._provenance("enhanced_image", upload_sha)

@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pipelines.enhance import OutputConfig
-from serve.media import mark_frame
+from serve.media import frame_marking, mark_frame
 from survsr.marking import MarkingConfig, mark_document
 from survsr.provenance import PROVENANCE_KEY, atomic_write_json, provenance, sha256_file, stage_record
 
@@ -205,6 +205,7 @@ class StreamProcessor:
         self._stop = threading.Event()
         self._reader_done = threading.Event()
         self._rate: Fraction | None = None
+        self._marking: MarkingConfig | None = None
         self._lock = threading.Lock()
 
     # -- public
@@ -237,6 +238,8 @@ class StreamProcessor:
                 if segs.rate is None:
                     segs.rate = self._rate
                 for (t, _), out in zip(batch, outs):
+                    if self._marking is None:
+                        self._marking = frame_marking(self.cfg.label, out.shape[1], out.shape[0])
                     segs.write(mark_frame(out, self.cfg.label), t)
                 with self._lock:
                     self.stats.enhance_seconds += time.monotonic() - t0
@@ -385,7 +388,7 @@ class StreamProcessor:
     # -- outputs
     def _segment_done(self, rec: dict) -> None:
         cfg_hash = _hash(self.cfg)
-        marking = replace(self.cfg.label, mode="overlay")
+        marking = self._marking or self.cfg.label
         doc = mark_document(provenance(
             "enhanced_stream_segment",
             source={"path": self.cfg.source, "sha256": None, "frame_index": None, "time_s": rec["start_s"],

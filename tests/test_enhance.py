@@ -158,3 +158,24 @@ def test_faces_mode_on_carphone(gen_path, carphone, tmp_path):
     x, y, w, h = crop["box"]
     assert img.shape[1] == 2 * w and img.shape[0] > 2 * h  # x2 crop plus the label band below it
     assert label_present(img, MarkingConfig(mode="extend"))
+
+
+def test_model_failure_is_reported_and_tiny_frames_get_a_band_below(gen_path, clips, tmp_path):
+    from pipelines.enhance import enhance_video
+    from serve.engine import Enhancer
+
+    def broken(frames):
+        raise RuntimeError("model replica died")
+
+    cfg = EnhanceConfig(ray=RayConfig(enabled=False))
+    rep = enhance_video(clips["a"], tmp_path / "x", cfg, broken, model_sha256="0" * 64, device="cpu")
+    assert rep["status"] == "failed" and "model replica died" in rep["reason"] and "cam_a.mp4" in rep["reason"]
+    assert not [p for p in (tmp_path / "x").iterdir()]  # nothing half-written
+    tiny = make_clip(tmp_path / "tiny.mp4", n=5, size=(8, 6))
+    enh = Enhancer(gen_path)
+    rep = enhance_video(tiny, tmp_path / "y", cfg, enh, model_sha256=enh.model_sha256, device="cpu")
+    assert rep["status"] == "done"
+    frame = _first_frame(tmp_path / "y" / rep["output"])
+    assert frame.shape[1] == 16 and frame.shape[0] > 12  # 16x12 picture + the label band under it
+    side = json.loads((tmp_path / "y" / rep["output"]).with_suffix(".json").read_text())
+    assert side[PROVENANCE_KEY]["marking"]["mode"] == "extend"
