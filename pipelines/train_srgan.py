@@ -267,7 +267,7 @@ def build_datasets(plan: dict[str, Any], cfg: TrainSRGANConfig):
             if r["error"]:
                 log.warning("skipping %s face %s: %s", name, r["crop_id"], r["error"])
                 skipped.append({"set": name, "crop_id": r["crop_id"], "error": r["error"]})
-        out[name] = ds.filter(expr=col("error") == "").drop_columns(["error", "crop_id"]).materialize()
+        out[name] = ds.filter(expr=col("error") == "").drop_columns(["error"]).materialize()
     return out, skipped
 
 
@@ -285,17 +285,22 @@ def decode_heldout(rows: list[dict], cfg: TrainSRGANConfig) -> dict[str, np.ndar
 
 # ------------------------------------------------------------------------------------- worker helpers
 def _collect_shard(shard, keys: list[str]) -> dict[str, np.ndarray]:
-    parts: dict[str, list] = {k: [] for k in keys}
+    """The worker's whole shard in memory, sorted by crop_id (Ray Data's row order is not guaranteed, and
+    the per-epoch permutations below must index the same rows after a restart)."""
+    parts: dict[str, list] = {k: [] for k in ["crop_id", *keys]}
     for b in shard.iter_batches(batch_size=1024, batch_format="numpy"):
-        for k in keys:
+        for k in parts:
             parts[k].append(np.asarray(b[k]))
-    return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
+    out = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
+    order = np.argsort(out.pop("crop_id").astype(str), kind="stable")
+    return {k: v[order] for k, v in out.items()}
 
 
 def _epoch_generator(seed: int, epoch: int, rank: int):
     import torch
 
-    # Data order depends only on (seed, epoch, rank): a resumed run replays the same batches.
+    # Data order depends only on (seed, epoch, rank) and the (sorted) shard: a resumed run replays the
+    # same batches as long as Ray Data hands each rank the same rows.
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_009 + rank)
 
 
@@ -372,6 +377,19 @@ class _RunLog:
 
 
 # ---------------------------------------------------------------------------------------- worker loop
+def phase(step: int, loop: LoopConfig) -> tuple[bool, bool, bool]:
+    """(update D, update G, pretraining) for global step ``step`` (0-based).
+
+    k_step is the paper's schedule (Goodfellow et al.): D for k steps with G frozen, then G for k steps with
+    D frozen; alternate updates both on every batch; the first ``pretrain_steps`` train G alone."""
+    if step < loop.pretrain_steps:
+        return False, True, True
+    if loop.schedule == "alternate":
+        return True, True, False
+    d_turn = ((step - loop.pretrain_steps) // loop.k) % 2 == 0
+    return d_turn, not d_turn, False
+
+
 class SRGANStep:
     """One optimizer step of D and/or G (shared by the Ray Train loop and benchmarks/srgan_train.py).
 
@@ -549,14 +567,7 @@ def train_loop_per_worker(config: dict) -> None:
             lr = _to_float(lr_t[perm_lr[sl]], fl)
             pair = _to_float(pair_t[perm_lr[sl]], fl)
             has_pair = has_t[perm_lr[sl]]
-            pretrain = step < cfg.train.pretrain_steps
-            if pretrain:
-                do_d, do_g = False, True
-            elif cfg.train.schedule == "alternate":
-                do_d = do_g = True
-            else:
-                do_d = ((step - cfg.train.pretrain_steps) // cfg.train.k) % 2 == 0
-                do_g = not do_d
+            do_d, do_g, pretrain = phase(step, cfg.train)
             parts = stepper(real, lr, pair, has_pair, do_d=do_d, do_g=do_g, adversarial=not pretrain)
             step += 1
             faces_window += pwb * world
@@ -622,6 +633,17 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
         log.warning("mediator: %s", med.warning)
 
     plan = plan_data(faces_dir, zssr_dir, cfg)
+    meta_path = out_dir / "train_meta.json"
+    gen_path = out_dir / "generator.safetensors"
+    if meta_path.is_file() and gen_path.is_file():
+        old = json.loads(meta_path.read_text())
+        same_inputs = all(old.get("inputs", {}).get(k, {}).get("sha256") == v["sha256"]
+                          for k, v in plan["manifests"].items())
+        if (old.get("config") == json.loads(json.dumps(to_dict(cfg))) and same_inputs
+                and old.get("final_step") == old.get("total_steps")):
+            log.info("%s: already trained (step %d) with this config and these manifests; nothing to do",
+                     out_dir, old["final_step"])
+            return old
     init_ray(address=cfg.ray.address or None)
     use_gpu = _use_gpu(cfg)
     world = cfg.ray.num_workers
@@ -636,13 +658,6 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
                          f"at train.batch_size={cfg.train.batch_size}; lower the batch size")
     total = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * spe
     rhash = resume_hash(cfg)
-    meta_path = out_dir / "train_meta.json"
-    gen_path = out_dir / "generator.safetensors"
-    if meta_path.is_file() and gen_path.is_file():
-        old = json.loads(meta_path.read_text())
-        if old.get("resume_hash") == rhash and old.get("final_step") == total:
-            log.info("%s: already trained to step %d with this config; nothing to do", out_dir, total)
-            return old
 
     storage = Path(cfg.ray.storage_path).resolve() if cfg.ray.storage_path else out_dir / "ray"
     held = decode_heldout(plan["heldout"], cfg)
@@ -666,9 +681,14 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
     log.info("training: %d HR (real) / %d LR faces, %d worker(s)%s, %d steps (%d per epoch), mediator %s",
              n_hr, n_lr, world, " on GPU" if use_gpu else "", total, spe, med.status)
     result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"{storage / cfg.ray.name}: training finished without a checkpoint")
-    state = _load_state(result.checkpoint)
+    checkpoint = result.checkpoint
+    if checkpoint is None:
+        # A re-run whose restored checkpoint was already final reports nothing new: use the latest on disk.
+        done = sorted((storage / cfg.ray.name).glob("step_*"))
+        if not done:
+            raise RuntimeError(f"{storage / cfg.ray.name}: training finished without a checkpoint")
+        checkpoint = ray.train.Checkpoint.from_directory(str(done[-1]))
+    state = _load_state(checkpoint)
     G = Generator(GeneratorConfig(**state["generator_config"]))
     G.load_state_dict(state["G"])
     chash = config_hash(cfg)
@@ -689,7 +709,7 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
         "world_size": world, "device": "cuda" if use_gpu else "cpu", "per_worker_batch": pwb,
         "steps_per_epoch": spe, "total_steps": total, "final_step": int(state["step"]),
         "final_metrics": final, "generator": {"path": gen_path.name, "sha256": gen_sha},
-        "checkpoint": str(result.checkpoint.path), "storage": str(storage / cfg.ray.name),
+        "checkpoint": str(checkpoint.path), "storage": str(storage / cfg.ray.name),
         "seconds": round(time.perf_counter() - t0, 2), "code_version": code_version(),
         "libraries": library_versions(),
     }

@@ -151,3 +151,39 @@ def test_export_roundtrip_identical_output(tmp_path):
     meta = read_metadata(tmp_path / "g.safetensors")
     assert meta["generator_config"]["stochastic_depth"] == 0.25 and meta["metadata"]["note"] == "test"
     assert len(sha) == 64
+
+
+def test_update_schedules():
+    from pipelines.train_srgan import LoopConfig, phase
+
+    k3 = LoopConfig(schedule="k_step", k=3, pretrain_steps=2)
+    assert [phase(s, k3)[:2] for s in range(10)] == [(False, True)] * 2 + [(True, False)] * 3 + \
+        [(False, True)] * 3 + [(True, False)] * 2
+    assert [phase(s, k3)[2] for s in range(4)] == [True, True, False, False]
+    assert all(phase(s, LoopConfig(schedule="alternate"))[:2] == (True, True) for s in range(5))
+
+
+def test_step_updates_only_the_scheduled_network():
+    from models.mediator import MediatorConfig, build_mediator
+    from pipelines.train_srgan import SRGANStep
+
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(channels=8, n_blocks=2))
+    D = Discriminator(DiscriminatorConfig(channels=8, dense=16))
+    med, _ = build_mediator(MediatorConfig(weights="random", layer="VGG22"))
+    step = SRGANStep(G, D, G, D, torch.optim.Adam(G.parameters(), 1e-3), torch.optim.Adam(D.parameters(), 1e-3),
+                     med, LossConfig(pixel=1.0), 2)
+    real, lr, pair = torch.rand(4, 3, 64, 64), torch.rand(4, 3, 32, 32), torch.rand(4, 3, 64, 64)
+    has = torch.tensor([True, True, False, True])
+    snap = lambda m: [p.detach().clone() for p in m.parameters()]  # noqa: E731
+    changed = lambda m, old: any(not torch.equal(p, q) for p, q in zip(m.parameters(), old))  # noqa: E731
+    g0, d0 = snap(G), snap(D)
+    parts = step(real, lr, pair, has, do_d=False, do_g=True)
+    assert changed(G, g0) and not changed(D, d0)  # D frozen while G trains (its grads never computed)
+    assert all(p.grad is None for p in D.parameters()) and all(p.requires_grad for p in D.parameters())
+    assert {"g_loss", "g_adv", "g_lrc", "g_pix", "g_vgg", "d_fake_g"} <= set(parts)
+    g0, d0 = snap(G), snap(D)
+    parts = step(real, lr, pair, has, do_d=True, do_g=False)
+    assert changed(D, d0) and not changed(G, g0) and set(parts) == {"d_loss", "d_real", "d_fake"}
+    parts = step(real, lr, pair, has, do_d=True, do_g=True, adversarial=False)
+    assert "g_adv" not in parts and all(torch.isfinite(v) for v in parts.values())
