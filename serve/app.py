@@ -10,6 +10,9 @@ Endpoints (OpenAPI at /docs and /openapi.json):
     POST /v1/videos?mode=frame          video bytes -> 202 {job_id}; modes frame | faces | side-by-side
     GET  /v1/videos/{job_id}            job status
     GET  /v1/videos/{job_id}/result     the enhanced MP4 (or a zip of face crops + manifest)
+    POST /v1/streams                    {"source": URL, "options": {...}} -> start a live stream (allow-listed)
+    GET  /v1/streams/{id}               frames read / written / dropped, reconnects, segments
+    DELETE /v1/streams/{id}             stop it; returns the final stats
 
 The model deployment loads the generator from its safetensors export (never a pickle) and batches single
 frames from concurrent requests with ``@serve.batch``. Every output is marked as model output.
@@ -224,6 +227,7 @@ class Ingress:
         self.jobs: dict[str, Any] = {}
         self._detector = None
         self._info: dict | None = None
+        self._streams: dict[str, tuple] = {}  # id -> (StreamActor, ObjectRef of its final stats)
 
     # -- helpers
     def _auth(self, request: Request) -> None:
@@ -404,6 +408,65 @@ class Ingress:
                     st = {**st, "state": "failed", "error": str(exc).splitlines()[0]}
                     _write_status(jd, state="failed", error=st["error"])
         return st
+
+    @api.post("/v1/streams", status_code=201, summary="start enhancing a live source (allow-listed prefixes)")
+    async def start_stream_ep(self, request: Request) -> dict:
+        from serve.stream import StreamConfig, start_stream
+
+        self._auth(request)
+        sc = self.args.streams
+        try:
+            body = json.loads(await _read_body(request, 64 * 1024, "stream request"))
+            source, options = str(body["source"]), dict(body.get("options") or {})
+        except (ValueError, KeyError, TypeError):
+            raise HTTPException(422, 'body must be JSON {"source": URL, "options": {...}}') from None
+        if not any(source.startswith(p) for p in sc.allowed_prefixes):
+            raise HTTPException(403, f"source {source!r} is not allowed (streams.allowed_prefixes)")
+        self._streams = {k: v for k, v in self._streams.items() if not self._stream_done(v)}
+        if len(self._streams) >= sc.max_streams:
+            raise HTTPException(429, f"already {len(self._streams)} streams running (streams.max_streams)")
+        stream_id = uuid.uuid4().hex
+        for key in ("source", "out_dir"):
+            options.pop(key, None)
+        data = {**sc.defaults, **options, "source": source,
+                "out_dir": str(Path(sc.out_dir).resolve() / stream_id)}
+        try:
+            cfg = from_dict(StreamConfig, data, "options:")
+        except ConfigError as exc:
+            raise HTTPException(422, str(exc)) from None
+        self._streams[stream_id] = start_stream(cfg, app_name=self.args.app_name, num_cpus=sc.num_cpus)
+        return {"stream_id": stream_id, "source": source, "out_dir": cfg.out_dir,
+                "status_url": f"/v1/streams/{stream_id}"}
+
+    @staticmethod
+    def _stream_done(entry) -> bool:
+        import ray
+
+        return bool(ray.wait([entry[1]], timeout=0)[0])
+
+    async def _stream_stats(self, stream_id: str) -> dict:
+        entry = self._streams.get(stream_id)
+        if entry is None:
+            raise HTTPException(404, f"no stream {stream_id!r}")
+        actor, done = entry
+        if self._stream_done(entry):
+            return {"stream_id": stream_id, **(await done)}
+        return {"stream_id": stream_id, **(await actor.stats.remote())}
+
+    @api.get("/v1/streams/{stream_id}", summary="live stream statistics")
+    async def stream_status(self, stream_id: str, request: Request) -> dict:
+        self._auth(request)
+        return await self._stream_stats(stream_id)
+
+    @api.delete("/v1/streams/{stream_id}", summary="stop a live stream; returns its final statistics")
+    async def stop_stream(self, stream_id: str, request: Request) -> dict:
+        self._auth(request)
+        entry = self._streams.get(stream_id)
+        if entry is None:
+            raise HTTPException(404, f"no stream {stream_id!r}")
+        entry[0].stop.remote()
+        final = await entry[1]
+        return {"stream_id": stream_id, **final}
 
     @api.get("/v1/videos/{job_id}", summary="job status")
     async def video_status(self, job_id: str, request: Request) -> dict:

@@ -63,6 +63,17 @@ class JobsConfig:
 
 
 @dataclass
+class StreamsConfig:
+    # Sources a client may ask the service to open, by prefix (e.g. "rtsp://10.20.0."). Empty = the
+    # /v1/streams endpoints refuse everything: an open URL fetcher on a server is an SSRF hole.
+    allowed_prefixes: list[str] = field(default_factory=list)
+    out_dir: str = "serve_streams"
+    max_streams: int = 4
+    num_cpus: float = 0.25  # per stream actor (decode + encode; the model runs in its deployment)
+    defaults: dict = field(default_factory=dict)  # serve.stream.StreamConfig fields for every stream
+
+
+@dataclass
 class ServeArgs:
     generator: str = "runs/demo/train/generator.safetensors"
     app_name: str = "survsr"
@@ -76,6 +87,7 @@ class ServeArgs:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
     video_output: OutputConfig = field(default_factory=OutputConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
 
     def validate(self) -> None:
         if self.model.max_ongoing_requests < self.batch.max_batch_size:

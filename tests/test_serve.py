@@ -79,6 +79,8 @@ def server(ray_session, gen_path, tmp_path_factory):
         "limits": {"max_image_bytes": 600_000, "max_pixels": 520 * 520, "max_video_bytes": 2_000_000,
                    "max_video_pixels": 640 * 480},
         "jobs": {"dir": str(jobs), "num_cpus": 0.25, "batch_size": 8},
+        "streams": {"allowed_prefixes": ["http://127.0.0.1:"], "out_dir": str(jobs / "streams"),
+                    "num_cpus": 0.25},
     }
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(args), name="survsr-test", route_prefix="/", blocking=False)
@@ -290,16 +292,13 @@ def test_video_job_end_to_end(server, tmp_path):
     assert side["frames"] == 24 and side["faces"] == len(side["crops"]) and side["model_output"] is True
 
 
-def test_stream_actor_through_model_deployment(server, tmp_path):
-    """A StreamActor (Ray) reads an MPEG-TS stream over HTTP on 127.0.0.1 and sends batches to the
-    Serve model deployment; a tiny queue forces drops, which must be accounted for exactly."""
+def test_live_stream_through_the_service(server, tmp_path):
+    """POST /v1/streams starts a StreamActor (Ray) that reads an MPEG-TS stream over HTTP on 127.0.0.1
+    and sends batches to the model deployment; a tiny queue forces drops, accounted for exactly."""
     import functools
     import http.server
     import threading
 
-    import ray
-
-    from serve.stream import StreamConfig, start_stream
     from serve.videoio import read_frame_times
 
     make_clip(tmp_path / "cam.ts", n=40, size=(64, 48), fps=25, format="mpegts")
@@ -307,26 +306,33 @@ def test_stream_actor_through_model_deployment(server, tmp_path):
     handler.log_message = lambda *a: None
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+    c = server["client"]
     try:
-        cfg = StreamConfig(source=f"http://127.0.0.1:{srv.server_address[1]}/cam.ts",
-                           out_dir=str(tmp_path / "out"), on_eof="stop", queue_size=2, batch_size=2,
-                           segment_seconds=0.5)
-        actor, done = start_stream(cfg, app_name="survsr-test", num_cpus=0.25)
-        stats = ray.get(done, timeout=120)
-        assert ray.get(actor.stats.remote())["frames_read"] == stats["frames_read"]
-        ray.kill(actor)
+        assert c.post("/v1/streams", json={"source": "file:///etc/passwd"}).status_code == 403
+        assert c.post("/v1/streams", json={"source": f"http://127.0.0.1:{srv.server_address[1]}/cam.ts",
+                                           "options": {"queue_sise": 2}}).status_code == 422
+        r = c.post("/v1/streams", json={
+            "source": f"http://127.0.0.1:{srv.server_address[1]}/cam.ts",
+            "options": {"on_eof": "stop", "queue_size": 2, "batch_size": 2, "segment_seconds": 0.5}})
+        assert r.status_code == 201, r.text
+        sid, out = r.json()["stream_id"], Path(r.json()["out_dir"])
+        deadline = time.time() + 120
+        while (stats := c.get(f"/v1/streams/{sid}").json())["state"] not in ("finished", "failed"):
+            assert time.time() < deadline, stats
+            time.sleep(0.5)
     finally:
         srv.shutdown()
     assert stats["state"] == "finished" and stats["frames_read"] == 40
     assert stats["frames_written"] + stats["frames_dropped"] == 40
     assert stats["frames_written"] > 0 and stats["queue_high_water"] <= 2
-    recs = [json.loads(x) for x in (tmp_path / "out" / "segments.jsonl").read_text().splitlines()]
-    times = [t for r in recs for t in read_frame_times(tmp_path / "out" / r["path"])]
+    recs = [json.loads(x) for x in (out / "segments.jsonl").read_text().splitlines()]
+    times = [t for r in recs for t in read_frame_times(out / r["path"])]
     assert len(times) == stats["frames_written"] and all(b > a for a, b in zip(times, times[1:]))
     import av
 
-    with av.open(str(tmp_path / "out" / recs[0]["path"])) as c:
-        assert (c.streams.video[0].width, c.streams.video[0].height) == (128, 96)
+    with av.open(str(out / recs[0]["path"])) as f:
+        assert (f.streams.video[0].width, f.streams.video[0].height) == (128, 96)
+    assert c.delete(f"/v1/streams/{sid}").json()["frames_read"] == 40
 
 
 def test_serve_yaml_is_a_ray_serve_config_with_valid_args(gen_path):
