@@ -90,6 +90,7 @@ class StreamStats:
     queue_high_water: int = 0
     errors: list[str] = field(default_factory=list)
     enhance_seconds: float = 0.0
+    rss_mb: float = 0.0  # resident memory of the reading process now: stays flat under overload
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -214,6 +215,7 @@ class StreamProcessor:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
+            self.stats.rss_mb = _rss_mb()
             self.stats.frames_dropped = self.queue.dropped
             self.stats.queue_high_water = self.queue.high_water
             return self.stats.as_dict()
@@ -407,6 +409,14 @@ class StreamProcessor:
             os.close(fd)
         with self._lock:
             self.stats.segments += 1
+
+
+def _rss_mb() -> float:
+    try:  # Linux: resident pages from /proc, no dependency
+        with open("/proc/self/statm") as f:
+            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _hash(cfg: StreamConfig) -> str:
