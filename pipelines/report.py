@@ -212,7 +212,9 @@ def training_curves_png(log_path: Path) -> bytes | None:
     panels = {"losses": [], "discriminator outputs": [], "metrics": []}
     for k in sorted(series):
         kl = k.lower()
-        if "loss" in kl:
+        if kl.startswith("last_"):  # the trainer's copy of the latest value of another series
+            continue
+        if "loss" in kl or kl.startswith("g_"):  # g_adv, g_pix, ...: the generator's loss terms
             panels["losses"].append(k)
         elif kl.startswith("d_") or "d(" in kl or "real" in kl or "fake" in kl:
             panels["discriminator outputs"].append(k)
@@ -281,7 +283,8 @@ def render(result: dict, grids: dict[str, list[dict]], curves: bytes | None, tit
             parts.append(f"<p class=note>{_e(n)}</p>")
         if name == "ground_truth" and p.get("degradations"):
             degs = "; ".join(f"<b>{_e(d['name'])}</b>: blur sigma {d['blur_sigma']}, noise sigma "
-                             f"{d['noise_sigma']}, JPEG q{d['jpeg_quality'] or ' off'}" for d in p["degradations"])
+                             f"{d['noise_sigma']}, " + (f"JPEG quality {d['jpeg_quality']}" if d["jpeg_quality"] else "no JPEG")
+                             for d in p["degradations"])
             parts.append(f"<p class=note>Degradations: {degs}.</p>")
         parts.append(_summary_table(p, name))
         if name == "ground_truth" and len({s.get("source") for s in p.get("summary_by_source") or []}) > 1:
