@@ -12,7 +12,9 @@ the OLDEST frame is dropped (live footage should stay live) and counted, so memo
 
 Output: ``seg_00000.mp4``, ``seg_00001.mp4``... each ``segment_seconds`` long, each renamed into place
 only when complete, timestamps = source presentation times (gaps where frames were dropped), plus
-``segments.jsonl`` (one line per finished segment) and a provenance sidecar per segment.
+``segments.jsonl`` (one line per finished segment) and a provenance sidecar per segment. With ``hls``
+the segments are MPEG-TS and ``index.m3u8`` (an HLS event playlist, closed with ENDLIST at the end) lets
+any HLS player follow the enhanced stream live.
 
 ``StreamProcessor`` is the plain class (any ``enhance_fn``); ``StreamActor`` is the Ray actor that sends
 batches to the Serve model deployment.
@@ -58,6 +60,7 @@ class StreamConfig:
     source: str = ""
     out_dir: str = "stream_out"
     segment_seconds: float = 4.0
+    hls: bool = False  # MPEG-TS segments + index.m3u8 instead of MP4 segments
     queue_size: int = 32  # frames waiting for the model; when full the oldest is dropped
     batch_size: int = 8
     batch_wait_s: float = 0.05  # how long a partial batch waits for more frames
@@ -154,6 +157,8 @@ class SegmentWriter:
         self._last_t = 0.0
         self._frames = 0
         self._shape: tuple[int, ...] | None = None
+        self.ext = "ts" if cfg.hls else "mp4"
+        self.playlist: list[tuple[str, float]] = []
 
     def write(self, img: np.ndarray, t: float) -> None:
         if (self._writer is None or t - self._start_t >= self.cfg.segment_seconds or img.shape != self._shape):
@@ -166,18 +171,19 @@ class SegmentWriter:
         from serve.videoio import VideoWriter
 
         self.close()
-        name = f"seg_{self.index:05d}.mp4"
+        name = f"seg_{self.index:05d}.{self.ext}"
         self._tmp = self.out_dir / f".{name}.tmp"
         o = self.cfg.output
         self._writer = VideoWriter(self._tmp, width=shape[1], height=shape[0], rate=self.rate,
-                                   time_base=OUT_TIME_BASE, codec=o.codec, crf=o.crf, preset=o.preset)
+                                   time_base=OUT_TIME_BASE, codec=o.codec, crf=o.crf, preset=o.preset,
+                                   format="mpegts" if self.cfg.hls else "mp4", low_latency=True)
         self._start_t, self._frames, self._shape = t, 0, shape
 
     def close(self) -> None:
         if self._writer is None:
             return
         self._writer.close()
-        name = f"seg_{self.index:05d}.mp4"
+        name = f"seg_{self.index:05d}.{self.ext}"
         final = self.out_dir / name
         with open(self._tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -186,7 +192,26 @@ class SegmentWriter:
                "frames": self._frames, "sha256": sha256_file(final)}
         self.index += 1
         self._writer = None
+        if self.cfg.hls:
+            frame_s = 1.0 / float(self.rate) if self.rate else 0.04
+            self.playlist.append((name, self._last_t - self._start_t + frame_s))
+            self.write_playlist(ended=False)
         self.on_segment(rec)
+
+    def write_playlist(self, *, ended: bool) -> None:
+        """HLS event playlist of the finished segments (rewritten atomically after each one)."""
+        import math
+
+        from survsr.provenance import atomic_write
+
+        target = max([d for _, d in self.playlist] + [self.cfg.segment_seconds])
+        lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{math.ceil(target)}",
+                 "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-PLAYLIST-TYPE:EVENT"]
+        for name, dur in self.playlist:
+            lines += [f"#EXTINF:{dur:.3f},", name]
+        if ended:
+            lines.append("#EXT-X-ENDLIST")
+        atomic_write(self.out_dir / "index.m3u8", "\n".join(lines) + "\n")
 
 
 class StreamProcessor:
@@ -252,6 +277,8 @@ class StreamProcessor:
             raise
         finally:
             segs.close()
+            if self.cfg.hls:
+                segs.write_playlist(ended=True)
             reader.join(timeout=self.cfg.open_timeout_s + 5)
         with self._lock:
             if self.stats.state not in ("failed",):

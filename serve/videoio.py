@@ -31,7 +31,7 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, *, width: int, height: int, rate: Fraction | float | None,
                  time_base: Fraction, codec: str = "libx264", crf: int = 18, preset: str = "veryfast",
-                 audio_template=None, format: str = "mp4"):
+                 audio_template=None, format: str = "mp4", low_latency: bool = False):
         import av
 
         self.path = Path(path)
@@ -47,6 +47,10 @@ class VideoWriter:
         self.stream.codec_context.time_base = self.time_base
         if codec in ("libx264",):
             self.stream.options = {"crf": str(crf), "preset": preset}
+            if low_latency:  # live: no B-frames / lookahead, so no reordering delay and no dts < pts shift
+                self.stream.options["tune"] = "zerolatency"
+        elif low_latency:
+            self.stream.codec_context.max_b_frames = 0
         elif codec == "mpeg4":
             self.stream.codec_context.qscale = 2
         self.audio = None

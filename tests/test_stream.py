@@ -159,3 +159,22 @@ def test_growing_file_is_followed_until_idle(tmp_path):
     _, times = _segments(tmp_path / "out")
     assert stats["frames_read"] == len(src) == 40 and stats["frames_dropped"] == 0
     assert times == pytest.approx(src, abs=1e-3)
+
+
+def test_hls_output_plays_back_as_one_stream(tmp_path):
+    import av
+
+    clip = make_clip(tmp_path / "cam.mp4", n=50, size=(64, 48), fps=25)
+    cfg = StreamConfig(source=str(clip), out_dir=str(tmp_path / "out"), hls=True, segment_seconds=0.6,
+                       queue_size=64)
+    stats = StreamProcessor(cfg, _x2).run()
+    playlist = (tmp_path / "out" / "index.m3u8").read_text().splitlines()
+    segs = [x for x in playlist if x.endswith(".ts")]
+    assert playlist[0] == "#EXTM3U" and playlist[-1] == "#EXT-X-ENDLIST" and len(segs) == stats["segments"] >= 3
+    total = sum(float(x.split(":")[1].rstrip(",")) for x in playlist if x.startswith("#EXTINF"))
+    assert total == pytest.approx(50 / 25, abs=0.05)
+    with av.open(str(tmp_path / "out" / "index.m3u8")) as c:  # FFmpeg's HLS demuxer reads it as one stream
+        times = [float(f.pts * c.streams.video[0].time_base) for f in c.decode(video=0)]
+    assert len(times) == stats["frames_written"] == 50
+    src = read_frame_times(clip)
+    assert [t - times[0] for t in times] == pytest.approx([t - src[0] for t in src], abs=1e-3)
