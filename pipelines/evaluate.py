@@ -655,12 +655,26 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
     grids = _grids(plan, rows_by_key, cfg)
     curves = report_mod.training_curves_png(Path(srgan["train_log"])) if srgan.get("train_log") else None
     page = report_mod.write_report(out, result, grids, curves, cfg.report)
+    _write_report_sidecars(out, plan.inputs, record)
     append_audit(out, {"command": "evaluate", "config_hash": chash, "inputs": plan.inputs,
                        "outputs": ["index.html", "metrics.json", "metrics.csv"], "n_rows": len(rows),
                        "outcome": "ok"})
     result["report"] = result["report_path"] = str(page)  # metrics.json keeps the relative name
     log.info("report: %s", page)
     return result
+
+
+def _write_report_sidecars(out: Path, inputs: list[dict], record: dict) -> None:
+    """``<file>.provenance.json`` beside the report files: their hashes and the inputs' hashes, so that
+    ``survsr verify`` can check the report back to the manifests, the generator and the crops it used."""
+    from survsr.provenance import provenance
+    from survsr.verify import write_sidecar
+
+    parents = [{"path": str(i["path"]), "sha256": i["sha256"]} for i in inputs if i.get("path") and i.get("sha256")]
+    doc = provenance("evaluation_report", source=None, parents=parents, stages=[record], model_output=True)
+    for name in ("index.html", "metrics.json", "metrics.csv"):
+        if (out / name).is_file():
+            write_sidecar(out / name, doc)
 
 
 # ---------------------------------------------------------------- CLI

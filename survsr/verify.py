@@ -50,6 +50,7 @@ ROW_ID_COLUMNS = ("crop_id", "id", "name", "frame_index")
 _MIN_SEARCH_DEPTH = 2       # never search /, /tmp, /work ... for moved parents
 _MAX_SEARCH_FILES = 200_000
 _MAX_SIDECAR_BYTES = 50 << 20
+_CACHE_DIRS = {"cache", "__pycache__"}  # internal caches (e.g. evaluate/cache/zssr): not outputs, not scanned
 
 
 class VerifyUsageError(ValueError):
@@ -406,7 +407,10 @@ class Verifier:
         if len(docs) > 1 and docs[0][1] != docs[1][1]:
             n.own.append(Problem(MODIFIED, str(path), PROVENANCE_KEY, "PNG text chunk and sidecar disagree"))
         if not docs:
-            if not any(p.status == MODIFIED for p in n.own):
+            # Images and videos must carry provenance. Other files (a manifest, model weights) reached as a
+            # parent are data checked by hash alone; as a target they are reported unverifiable in result().
+            is_media = path.suffix.lower() == ".png" or path.suffix.lower() in VIDEO_EXTS
+            if is_media and not any(p.status == MODIFIED for p in n.own):
                 n.own.append(Problem(UNVERIFIABLE, str(path), PROVENANCE_KEY,
                                      "no provenance document (PNG text chunk or sidecar)"))
             return n
@@ -654,6 +658,8 @@ class Verifier:
 
     def result(self, n: _Node) -> Result:
         probs = self.problems(n)
+        if n.doc is None and not probs:
+            probs.append(Problem(UNVERIFIABLE, str(n.path), PROVENANCE_KEY, "no provenance document (sidecar)"))
         if not n.recorded and n.doc is not None and n.sha is not None:
             probs.append(Problem(UNVERIFIABLE, str(n.path), "sha256",
                                  "no manifest or sidecar records this file's SHA-256"))
@@ -676,8 +682,10 @@ def _expand(paths: Iterable[str | os.PathLike], v: Verifier) -> list[Path]:
                     targets += v.load_manifest(m)
                     found += 1
             for f in sorted(p.rglob("*")):
-                # hidden/temp files and directories (".x", "x.tmp") are not outputs
-                if not f.is_file() or any(_is_temp(Path(c)) for c in f.relative_to(p).parts):
+                # hidden/temp files and directories (".x", "x.tmp") and caches are not outputs
+                rel_parts = f.relative_to(p).parts
+                if not f.is_file() or any(_is_temp(Path(c)) or c in _CACHE_DIRS for c in rel_parts[:-1]) \
+                        or _is_temp(f):
                     continue
                 if f.suffix.lower() == ".png" or f.suffix.lower() in VIDEO_EXTS:
                     targets.append(f)

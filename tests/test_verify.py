@@ -334,3 +334,31 @@ def test_parent_recorded_relative_to_another_run_dir(run, tmp_path):
     assert res["hinted.png"].status == V.VERIFIED
     res = _by_path(V.verify_paths([far], source_roots=[run["faces"]]))
     assert {r.status for r in res.values()} == {V.VERIFIED}
+
+
+def test_report_sidecar_with_data_parents(run, tmp_path):
+    """A non-image output (a report) verified through its sidecar: its parents are a manifest and a PNG;
+    the manifest has no provenance of its own and is checked by hash alone. Caches are not scanned."""
+    rep_dir = tmp_path / "evaluate"
+    rep_dir.mkdir()
+    report = rep_dir / "index.html"
+    report.write_text("<html>PSNR 30.1 dB</html>")
+    faces_manifest = run["faces"] / "faces.parquet"
+    doc = provenance("evaluation_report", source=None,
+                     parents=[{"path": str(faces_manifest), "sha256": sha256_file(faces_manifest)},
+                              {"path": str(run["hr"][0]), "sha256": sha256_file(run["hr"][0])}],
+                     stages=[stage_record("evaluate", "e", seed=0)], model_output=True)
+    V.write_sidecar(report, doc)
+    write_png(rep_dir / "cache" / "zssr" / "x.png", np.zeros((4, 4, 3), np.uint8))  # no provenance: skipped
+    (r,) = V.verify_paths([rep_dir])
+    assert r.status == V.VERIFIED and r.kind == "evaluation_report", [p.describe() for p in r.problems]
+    df = pd.read_parquet(faces_manifest)
+    df.loc[0, "score"] = 99.0
+    write_parquet_atomic(df, faces_manifest)
+    (r,) = V.verify_paths([report])
+    assert r.status == V.MODIFIED and r.file == str(faces_manifest.resolve())
+    assert r.field == "parents[0].sha256 (recorded in index.html)"
+    # a data file given alone has nothing to verify it by
+    (tmp_path / "x.csv").write_text("a,b\n")
+    (r,) = V.verify_paths([tmp_path / "x.csv"])
+    assert r.status == V.UNVERIFIABLE and r.field == PROVENANCE_KEY
