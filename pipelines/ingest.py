@@ -272,6 +272,8 @@ def process_video(source: str, out_dir: str | Path, cfg: IngestConfig, *, detect
             error = str(exc)
             break
         dets.extend(chunk_detections(chunk, detector, cfg.crops))
+        if frames.n // 1000 != (frames.n - len(chunk)) // 1000:  # long videos: a sign of life every 1000 frames
+            log.info("%s: %d frames, %d faces so far", source, frames.n, len(dets))
     n = frames.n
     chosen = select_video(dets, cfg.tracker, cfg.select)
     h = output_hash(cfg)
@@ -680,3 +682,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"  failed: {f['reason']}" + (f" (kept {f['frames_kept']} frames)" if f["frames_kept"] else ""),
               file=sys.stderr)
     return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":  # `ray job submit -- python -m pipelines.ingest INPUT... --out DIR`
+    import sys
+
+    from survsr.cli import main as _cli_main
+
+    sys.exit(_cli_main(["ingest", *sys.argv[1:]]))
