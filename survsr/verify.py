@@ -46,7 +46,7 @@ VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".ts", ".m4v", ".webm"}
 # The manifest column whose file the ``sha256`` column describes: first of these present. Any other
 # ``X_path`` column is checked against ``X_sha256`` when that column exists.
 PRIMARY_PATH_COLUMNS = ("hr_path", "sr_path", "enhanced_path", "output_path", "out_path", "path", "lr_path")
-ROW_ID_COLUMNS = ("crop_id", "id", "name", "frame_index")
+ROW_ID_COLUMNS = ("crop_id", "id", "name", "path", "hr_path", "frame_index")
 _MIN_SEARCH_DEPTH = 2       # never search /, /tmp, /work ... for moved parents
 _MAX_SEARCH_FILES = 200_000
 _MAX_SIDECAR_BYTES = 50 << 20

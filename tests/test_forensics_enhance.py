@@ -115,3 +115,37 @@ def test_metadata_says_model_output_and_label_follows_config(enhanced):
     # The enhanced video carries the band in its (lossy) frames; verify checked it in the first test.
     side = json.loads(next(enhanced["frame"].glob("*.frame.json")).read_text())
     assert side[PROVENANCE_KEY]["marking"]["visible_label"] is True
+
+
+def test_upscale_exports_verify_and_carry_the_label(tmp_path):
+    """`survsr upscale` (ZSSR, tiny budget): outputs listed in upscale.parquet verify back to the input
+    image; the label is burned in by default and absent with --no-label; metadata says model output."""
+    from skimage.data import astronaut
+
+    from survsr import marking as M
+    from survsr.cli import main
+
+    inp = tmp_path / "stills"
+    inp.mkdir()
+    Image.fromarray(np.ascontiguousarray(astronaut()[40:88, 170:218])).save(inp / "face.png")  # 48x48
+    before = _tree_hashes(inp)
+    common = ["zssr.max_iters=3", "zssr.output_flip=false", "zssr.back_projection_iters=1", "--set",
+              "zssr.device=cpu", "--method", "zssr"]
+    assert main(["upscale", str(inp / "face.png"), *common, "--out", str(tmp_path / "on")]) == 0
+    assert main(["upscale", str(inp / "face.png"), *common, "--no-label", "--out", str(tmp_path / "off")]) == 0
+    assert _tree_hashes(inp) == before
+    res = V.verify_paths([tmp_path / "on", tmp_path / "off"])
+    assert [r.status for r in res] == [V.VERIFIED, V.VERIFIED], [p.describe() for r in res for p in r.problems]
+    assert {r.source for r in res} == {str((inp / "face.png").resolve())}
+    on, off = (np.asarray(Image.open(tmp_path / d / "face.png").convert("RGB")) for d in ("on", "off"))
+    assert on.shape == off.shape == (96, 96, 3)
+    assert M.label_present(on) and not M.label_present(off)
+    for d in ("on", "off"):
+        text = read_png_text(tmp_path / d / "face.png")
+        assert json.loads(text[PROVENANCE_KEY])["model_output"] is True and text[M.MODEL_OUTPUT_KEY] == "true"
+    target = tmp_path / "on" / "face.png"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 1
+    target.write_bytes(bytes(data))
+    (r,) = V.verify_paths([tmp_path / "on"])
+    assert r.status == V.MODIFIED and r.field == "sha256 (upscale.parquet column sha256, path=face.png)"

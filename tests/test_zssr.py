@@ -218,9 +218,9 @@ def test_upscale_cli_keeps_stems_and_reports_bad_images(tmp_path, capsys):
                "--method", "zssr", "--out", str(out)])
     text = capsys.readouterr().out
     assert rc == 1
-    assert sorted(p.name for p in out.iterdir()) == ["cam1.png", "gray.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["cam1.png", "gray.png", "upscale.parquet"]
     assert np.asarray(Image.open(out / "cam1.png")).shape == (40, 40, 3)
-    assert np.asarray(Image.open(out / "gray.png")).shape == (32, 24)
+    assert np.asarray(Image.open(out / "gray.png")).shape == (32, 24, 3)  # RGB: the AI-ENHANCED label
     assert "deep.png" in text and "16-bit" in text and "dot.png" in text and "too small" in text
     assert "junk.png" in text and "not a readable image" in text
     assert '"kind": "zssr_upscale"' in read_png_text(out / "cam1.png")[PROVENANCE_KEY]
