@@ -263,6 +263,9 @@ def render(result: dict, grids: dict[str, list[dict]], curves: bytes | None, tit
     meta = result.get("train_meta")
     if meta:
         med = _find_key(meta, "mediator")
+        # the status and any warning say it all; the full mediator section is in train_meta.json below
+        short = [(k, v) for k, v in med if k.endswith("status") or k.endswith("warning")]
+        med = short or med
         txt = "; ".join(f"{k} = {v}" for k, v in med) if med else "not recorded in train_meta.json"
         cls = "warn" if any(w in str(v).lower() for _, v in med for w in ("fallback", "random")) or any(
             str(v) == "off" for _, v in med) else "note"
