@@ -128,6 +128,13 @@ def test_one_track_per_person_best_k_and_split(ingested, inputs):
     assert cp["frame_index"].tolist() != list(range(len(cp)))
 
 
+def test_configs_match_schema_defaults():
+    """configs/ingest.yaml documents the defaults: files that set only a few keys get the same behaviour."""
+    assert load_config(None) == IngestConfig()
+    demo = load_config("ingest_demo.yaml")
+    assert demo.select.best_k == 40 and demo.detector == IngestConfig().detector
+
+
 def test_split_is_deterministic_by_track():
     ids = [f"vid{i // 3:03d}-t{i % 3:03d}" for i in range(100)]
     a = assign_splits(ids, SplitConfig())

@@ -41,7 +41,8 @@ class DetectorConfig:
     min_score: float = 0.0  # drop detections whose score is below this
     # In detect_sequence: full-frame scan every n-th frame; in between only around the faces of the previous
     # frame (a new face is found at the next full scan, <= n-1 frames late). 1 = full scan on every frame.
-    full_scan_every: int = 1
+    # ``detect()`` always scans the whole frame; this only applies to ``detect_sequence``.
+    full_scan_every: int = 4
 
     def validate(self) -> None:
         if self.min_face < 4:
