@@ -33,8 +33,9 @@ from serve.engine import EngineConfig
 from serve.media import frame_marking, mark_crop, mark_frame, side_by_side
 from survsr.marking import MarkingConfig, mark_document, model_output_text
 from survsr.config import config_hash, from_dict, load, to_dict
-from survsr.provenance import (PROVENANCE_KEY, append_audit, atomic_path, atomic_write_json, provenance,
-                               sha256_file, stage_record, write_png)
+from survsr.audit import audited
+from survsr.provenance import (PROVENANCE_KEY, atomic_path, atomic_write_json, provenance, sha256_file,
+                               stage_record, write_png)
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,9 @@ def enhance_video(src: str | Path, out_dir: str | Path, cfg: EnhanceConfig, enha
     cfg_hash = output_hash(cfg)
     sidecar = _sidecar_path(out_dir, stem)
     if _is_done(sidecar, cfg_hash, model_sha256):
-        return {**entry, "status": "skipped", "reason": "already done", "output": stem}
+        done = json.loads(sidecar.read_text())
+        return {**entry, "status": "skipped", "reason": "already done", "output": done["path"],
+                "frames": done.get("frames")}
     try:
         container = av.open(str(src))
         if not container.streams.video:
@@ -465,28 +468,37 @@ def run_enhance(inputs: Sequence[str | Path], generator_path: str | Path, out_di
     t0 = time.time()
     entries: list[dict] = []
     model_sha = _sha(generator_path)
-    if cfg.ray.enabled:
-        entries = _run_ray(paths, generator_path, out_dir, cfg)
-    else:
-        from serve.engine import Enhancer
+    arguments = {"inputs": [str(p) for p in inputs], "generator": str(generator_path), "out": str(out_dir),
+                 "config": to_dict(cfg)}
+    # the audit line is written however the job ends (done, error, interrupted), with input/output hashes
+    with audited(out_dir, "enhance", arguments, output_hash(cfg), inputs=[*paths, generator_path]) as job:
+        if cfg.ray.enabled:
+            entries = _run_ray(paths, generator_path, out_dir, cfg)
+        else:
+            from serve.engine import Enhancer
 
-        enhancer = Enhancer(generator_path, cfg.engine)
-        detector = make_detector(cfg.faces) if cfg.mode == "faces" else None
-        for i, p in enumerate(paths):
-            rep = enhance_video(p, out_dir, cfg, enhancer, model_sha256=enhancer.model_sha256,
-                                device=enhancer.device_name, detector=detector, progress=progress)
-            entries.append(rep)
-            log.info("[%d/%d] %s: %s %s", i + 1, len(paths), p, rep["status"], rep.get("reason", ""))
-    entries.sort(key=lambda e: e["input"])
-    counts = {s: sum(e["status"] == s for e in entries) for s in ("done", "partial", "skipped", "failed")}
-    report = {"inputs": len(paths), **counts, "mode": cfg.mode, "generator": str(generator_path),
-              "model_sha256": model_sha, "config_hash": output_hash(cfg), "config": to_dict(cfg),
-              "seconds": round(time.time() - t0, 3), "videos": entries}
-    atomic_write_json(out_dir / "enhance_report.json", report)
-    append_audit(out_dir, {"command": "enhance", "config_hash": output_hash(cfg), "mode": cfg.mode,
-                           "inputs": [str(p) for p in paths], "model_sha256": model_sha,
-                           "outputs": [e.get("output") for e in entries if e.get("output")],
-                           "outcome": counts})
+            enhancer = Enhancer(generator_path, cfg.engine)
+            detector = make_detector(cfg.faces) if cfg.mode == "faces" else None
+            for i, p in enumerate(paths):
+                rep = enhance_video(p, out_dir, cfg, enhancer, model_sha256=enhancer.model_sha256,
+                                    device=enhancer.device_name, detector=detector, progress=progress)
+                entries.append(rep)
+                log.info("[%d/%d] %s: %s %s", i + 1, len(paths), p, rep["status"], rep.get("reason", ""))
+        entries.sort(key=lambda e: e["input"])
+        counts = {s: sum(e["status"] == s for e in entries) for s in ("done", "partial", "skipped", "failed")}
+        report = {"inputs": len(paths), **counts, "mode": cfg.mode, "generator": str(generator_path),
+                  "model_sha256": model_sha, "config_hash": output_hash(cfg), "config": to_dict(cfg),
+                  "seconds": round(time.time() - t0, 3), "videos": entries}
+        atomic_write_json(out_dir / "enhance_report.json", report)
+        for e in entries:
+            if e.get("output"):
+                out = out_dir / e["output"]  # a video file, or the directory of face crops
+                side = _sidecar_path(out_dir, out.stem if out.suffix == ".mp4" else out.name)
+                job.add_output(out, side)
+        job.add_output(out_dir / "enhance_report.json")
+        job.extra.update(counts)
+        if counts["failed"] or counts["partial"]:
+            job.outcome = f"ok with {counts['failed']} failed, {counts['partial']} partial"
     return report
 
 

@@ -128,10 +128,17 @@ def run_video_job(job_dir: str, input_name: str, mode: str, args_dict: dict, app
     def enhance_fn(frames):
         return handle.enhance_many.remote(list(frames)).result()
 
+    from survsr.audit import audited
+
     try:
-        detector = make_detector(cfg.faces) if mode == "faces" else None
-        rep = enhance_video(jd / input_name, jd / "out", cfg, enhance_fn, model_sha256=info["model_sha256"],
-                            device=info["device"], detector=detector, progress=progress)
+        with audited(jd, "serve video job", {"job_id": jd.name, "mode": mode}, config_hash(cfg),
+                     inputs=[jd / input_name]) as job:
+            detector = make_detector(cfg.faces) if mode == "faces" else None
+            rep = enhance_video(jd / input_name, jd / "out", cfg, enhance_fn, model_sha256=info["model_sha256"],
+                                device=info["device"], detector=detector, progress=progress)
+            if rep.get("output"):
+                job.add_output(jd / "out" / rep["output"])
+            job.outcome = rep["status"]
     except Exception as exc:  # noqa: BLE001 - the job fails, the service does not
         log.exception("video job %s failed", jd.name)
         _write_status(jd, state="failed", error=f"{type(exc).__name__}: {exc}")

@@ -90,7 +90,10 @@ def test_archive_with_corrupt_clip_on_ray_data(ray_session, gen_path, clips, tmp
     assert doc["source"]["sha256"] == sha256_file(clips["a"])
     assert label_present(_first_frame(video), tolerance=12)
     assert json.loads((out / "enhance_report.json").read_text())["failed"] == 1
-    assert (out / "audit.jsonl").read_text().count("\n") == 1
+    audit = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
+    assert len(audit) == 1 and audit[0]["command"] == "enhance"
+    assert audit[0]["outcome"].startswith("ok with 1 failed")
+    assert {o["path"] for o in audit[0]["outputs"]} >= {str(video), str(video.with_suffix(".json"))}
 
 
 def test_interrupted_run_resumes_without_loss_or_duplicates(ray_session, gen_path, clips, tmp_path):
@@ -104,6 +107,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(ray_session, gen_pat
 
     with pytest.raises(KeyboardInterrupt):
         run_enhance(inputs, gen_path, out, cfg, progress=interrupt)
+    assert json.loads((out / "audit.jsonl").read_text().splitlines()[-1])["outcome"] == "interrupted"
     done_a = {n: s for n, s in _outputs(out).items()}
     assert len(done_a) == 1 and "cam_a" in next(iter(done_a))
     assert not list(out.glob("cam_b*")) and not list(out.glob(".*.tmp"))  # no half-written file survived
