@@ -155,6 +155,7 @@ class ReportConfig:
     title: str = "survsr evaluation report"
     grid_faces: int = 4  # faces shown per grid
     display_px: int = 128  # on-page size of each 64x64 tile (pixelated, no smoothing)
+    label: bool = True  # AI-ENHANCED band (survsr.marking) on the ZSSR/SRGAN tiles: they are model output
 
 
 @dataclass
@@ -529,7 +530,12 @@ def _grids(plan: Plan, rows_by_key: dict[str, dict[str, dict]], cfg: EvaluateCon
                 cap = f"sharp {r['sharpness']:.0f}"
             else:
                 cap = _fmt_psnr(r.get("psnr_y")) + f" dB / {r['ssim_y']:.3f}"
-            tiles.append({"title": title, "png": r["sr_png"], "caption": cap})
+            png = r["sr_png"]
+            if cfg.report.label and m in ("zssr", "srgan") and png is not None:
+                from survsr.marking import mark_image
+
+                png = encode_png(mark_image(decode_png(png)))  # metrics used the unmarked pixels
+            tiles.append({"title": title, "png": png, "caption": cap})
         if proto == "paper":
             tiles.append({"title": "ZSSR (reference)", "png": it["ref_png"], "caption": "synthetic HR"})
         out.setdefault(proto, []).append({"face_id": it["face_id"], "degradation": it["degradation"],
