@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"survsr {name}", description=desc)
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    try:
+        # Intermixed parsing lets `key=value` overrides follow options (`--out DIR k=v`), as users type them.
+        args = parser.parse_intermixed_args(argv[1:])
+    except TypeError:  # parsers with features intermixed parsing does not support
+        args = parser.parse_args(argv[1:])
     args.command = name
     try:
         return int(module.main(args) or 0)
