@@ -198,9 +198,10 @@ class BatchedZSSR:
         for i in live:
             seeds[i], its[i] = self.faces[i].seed, self.faces[i].it
         d = decode_draws(aug_draws(seeds, its), self.fast[0], self.fast[1], self.cfg)
-        b = torch.as_tensor((d["fh"] - self.fmin) * 8 + d["k"], device=self.device)
-        alive = torch.zeros(n, device=self.device, dtype=self.dtype)
-        alive[torch.as_tensor(live, device=self.device)] = 1
+        b = self._to_dev((d["fh"] - self.fmin) * 8 + d["k"])
+        alive_np = np.zeros(n)
+        alive_np[live] = 1
+        alive = self._to_dev(alive_np).to(self.dtype)
         ar = torch.arange(n, device=self.device)
         self._train(live, self.bank["father"][ar, b], self.bank["input"][ar, b],
                     self.mask_bank[b] * alive.view(n, 1, 1, 1), self.count_bank[b])
@@ -217,6 +218,14 @@ class BatchedZSSR:
         self._last_loss = per_face.detach()  # read at a face's finish only (no per-step host sync)
         self.steps_run += 1
 
+    def _to_dev(self, a: np.ndarray) -> torch.Tensor:
+        """Host array -> device without a host/device sync (pinned, non-blocking), so the CPU can prepare
+        the next step while the GPU runs this one."""
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if self.device.type != "cuda":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
+
     def _adam(self, live: list[int]) -> None:
         """torch.optim.Adam's (single-tensor) update, with a learning rate and step count per face."""
         n = len(self.faces)
@@ -226,8 +235,8 @@ class BatchedZSSR:
         for i in live:
             lr[i] = self.faces[i].lr.lr
             step[i] = self.faces[i].it + 1
-        step_size = torch.as_tensor(lr / (1 - b1 ** step), device=self.device, dtype=self.dtype)
-        bc2_sqrt = torch.as_tensor(np.sqrt(1 - b2 ** step), device=self.device, dtype=self.dtype)
+        step_size = self._to_dev(lr / (1 - b1 ** step)).to(self.dtype)
+        bc2_sqrt = self._to_dev(np.sqrt(1 - b2 ** step)).to(self.dtype)
         with torch.no_grad():
             for w, m, v in zip(self.W, self.m, self.v):
                 g = w.grad
