@@ -112,7 +112,14 @@ class Enhancer:
         out, info = super_resolve(lr, self._zssr_cfg, seed=seed)
         out = np.asarray(out, dtype=np.uint8)
         if cache is not None:
-            write_png(cache, out)
+            from survsr.provenance import PROVENANCE_KEY, provenance, stage_record
+
+            # model output like any other: say so in the file, with the config and seed that made it
+            doc = provenance("zssr-eval-cache", source=None,
+                             parents=[{"path": "(evaluation LR face)", "sha256": sha256_bytes(encode_png(lr))}],
+                             stages=[stage_record("evaluate-zssr", self._zssr_hash, seed=seed, device="cpu")],
+                             model_output=True)
+            write_png(cache, out, text={PROVENANCE_KEY: doc})
         return out, dict(info or {})
 
     def upscale(self, lr: np.ndarray, method: str, seed: int = 0,

@@ -336,7 +336,12 @@ def _plan_ground_truth(cfg: EvaluateConfig, plan: Plan, faces_dir: Path | None, 
     if g.astronaut:
         faces.append(astronaut_face())
     for folder in faces_hr:
-        faces += folder_faces(folder, label="HR folder", max_faces=g.max_faces, skipped=plan.skipped)
+        for f in folder_faces(folder, label="HR folder", max_faces=g.max_faces, skipped=plan.skipped):
+            if min(f.image.shape[:2]) < g.min_native:
+                plan.skipped.append({"input": f.path, "reason": f"{f.image.shape[1]}x{f.image.shape[0]} is smaller "
+                                     f"than ground_truth.min_native={g.min_native} px (too small for an HR face)"})
+            else:
+                faces.append(f)
     methods = [m for m in g.methods if available.get(m, True)]
     for m in g.methods:
         if not available.get(m, True):

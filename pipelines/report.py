@@ -146,7 +146,7 @@ def _grid(faces: list[dict], px: int, name: str) -> str:
                    f"<span class=note>{_e(f.get('source'))}</span></td></tr><tr>")
         for t in f["tiles"]:
             if t.get("png"):
-                img = f"<img src='{_b64(t['png'])}' width={px} height={px} alt='{_e(t['title'])}'>"
+                img = f"<img src='{_b64(t['png'])}' width={px} alt='{_e(t['title'])}'>"  # height: aspect kept
             else:
                 img = f"<div class=tile-missing style='width:{px}px;height:{px}px'>n/a</div>"
             out.append(f"<td>{_e(t['title'])}<br>{img}<span class=note>{_e(t.get('caption'))}</span></td>")

@@ -296,6 +296,13 @@ def test_three_protocols_on_real_faces_with_ray(stages, tmp_path, ray_session):
     assert "random-init (fallback)" in page and "id=curves" in page and page.count("<img") > 20
     assert "agreement with ZSSR, not fidelity" in page and "ground_truth-by-source" in page
     assert json.loads((out / "audit.jsonl").read_text().splitlines()[-1])["outcome"] == "ok"
+    # ZSSR outputs computed here are cached (resume) and, like every PNG output, say they are model output
+    from survsr.provenance import PROVENANCE_KEY, read_png_text
+
+    cached = sorted((out / "cache" / "zssr").glob("*.png"))
+    assert len(cached) == 3 * 2
+    doc = json.loads(read_png_text(cached[0])[PROVENANCE_KEY])
+    assert doc["model_output"] is True and doc["stages"][0]["stage"] == "evaluate-zssr"
 
 
 def test_ray_and_in_process_give_the_same_numbers(stages, tmp_path, ray_session):
@@ -324,6 +331,7 @@ def test_missing_stages_are_reported_not_crashed(tmp_path, monkeypatch):
     Image.fromarray(data.astronaut()[40:180, 155:295]).save(hr_dir / "astro.png")
     Image.fromarray(np.asarray(Image.fromarray(data.astronaut()[40:180, 155:295]).resize((32, 32)))).save(
         lr_dir / "astro_lr.png")
+    Image.fromarray(data.astronaut()[:20, :20]).save(hr_dir / "tiny.png")  # too small to be an HR face
     res = run_evaluate(tmp_path / "out", faces_hr=[hr_dir], faces_lr=[lr_dir],
                        overrides=["ray.enabled=false", "ground_truth.carphone=false", "ground_truth.astronaut=false",
                                   "real_footage.carphone=false"])
@@ -333,6 +341,8 @@ def test_missing_stages_are_reported_not_crashed(tmp_path, monkeypatch):
     assert res["methods"]["zssr"]["available"] is False and "models.zssr" in res["methods"]["zssr"]["reason"]
     assert res["methods"]["srgan"]["available"] is False
     assert {r["method"] for r in P["ground_truth"]["rows"]} == {"nearest", "bicubic"}
+    assert P["ground_truth"]["n_faces"] == 1
+    assert any("tiny.png" in s["input"] and "min_native" in s["reason"] for s in res["skipped"])
     page = (tmp_path / "out" / "index.html").read_text()
     assert "paper-missing" in page and "not available" in page and "No training log" in page
 
