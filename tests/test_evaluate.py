@@ -399,3 +399,17 @@ def test_cli_bad_inputs_exit_2_with_the_reason(tmp_path):
     assert r.returncode == 2 and "unknown methods ['lanczos']" in r.stderr
     r = _cli("--out", str(tmp_path / "o"), "zssr.set=[max_iter=3]")
     assert r.returncode == 2 and "zssr.max_iter: unknown key" in r.stderr
+
+
+def test_faces_detected_in_carphone_when_no_manifest_is_given(carphone):
+    """Without --faces the ground-truth protocol finds its HR faces with the video module's detector."""
+    from pipelines.eval_faces import detect_video_faces
+
+    notes: list[str] = []
+    faces = detect_video_faces(carphone["pristine"], label="carphone pristine", stride=40, max_faces=3, notes=notes)
+    assert 1 <= len(faces) <= 3, notes
+    for f in faces:
+        h, w = f.image.shape[:2]
+        assert h == w >= 60 and f.face_id.startswith("carphone_pristine-f")
+        x, y, s, _ = f.extra["box"]
+        assert 20 <= x + s / 2 <= 150 and 10 <= y + s / 2 <= 130  # the caller's face, not a frame corner
