@@ -306,14 +306,50 @@ def layer_shapes(cfg: ZSSRConfig, channels: int = 3) -> list[tuple[int, int, int
     return [(o, i, 3, 3) for i, o in zip(ins, outs)]
 
 
-def init_weights(seed: int, cfg: ZSSRConfig) -> list[np.ndarray]:
-    """float64 weights, N(0, init_variance / fan_in) as in the official code (no biases)."""
+def _s64(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+def _lsr(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (torch's >> is arithmetic on signed ints)."""
+    return (x >> n) & ((1 << (64 - n)) - 1)
+
+
+def _splitmix_t(x: torch.Tensor) -> torch.Tensor:
+    # int64 arithmetic wraps modulo 2**64, so this reproduces _splitmix's uint64 bit patterns exactly
+    x = x + _s64(0x9E3779B97F4A7C15)
+    x = (x ^ _lsr(x, 30)) * _s64(0xBF58476D1CE4E5B9)
+    x = (x ^ _lsr(x, 27)) * _s64(0x94D049BB133111EB)
+    return x ^ _lsr(x, 31)
+
+
+def uniforms_t(seeds: torch.Tensor, stream: int, counters: torch.Tensor) -> torch.Tensor:
+    """``uniforms`` on a torch device: [B] seeds x [n] counters -> [B, n] float64 (bit-identical draws)."""
+    key = _splitmix_t(_splitmix_t(seeds.to(torch.int64)) ^ _s64(stream * 0x632BE59BD9B4E019 & 0xFFFFFFFFFFFFFFFF))
+    x = _splitmix_t(key[:, None] + counters.to(torch.int64)[None, :])
+    return _lsr(x, 11).to(torch.float64) * (1.0 / (1 << 53))
+
+
+def init_weights_t(seeds, cfg: ZSSRConfig, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """Initial weights of ``len(seeds)`` networks, [B, out, in, 3, 3] float64 per layer, generated on
+    ``device`` (a face's weights depend only on its seed: the batched engine initialises hundreds at once).
+    N(0, init_variance / fan_in) as in the official code (no biases)."""
+    seeds = torch.as_tensor(np.asarray(seeds, dtype=np.int64), device=device).reshape(-1)
     out = []
     for layer, shape in enumerate(layer_shapes(cfg)):
         n = int(np.prod(shape))
         std = math.sqrt(cfg.init_variance / (shape[1] * shape[2] * shape[3]))
-        out.append((normals(seed, STREAM_INIT + layer, np.arange(n)) * std).reshape(shape))
+        c = torch.arange(n, device=device, dtype=torch.int64)
+        u1 = uniforms_t(seeds, STREAM_INIT + layer, 2 * c)
+        u2 = uniforms_t(seeds, STREAM_INIT + layer, 2 * c + 1)
+        z = torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)
+        out.append((z * std).reshape(len(seeds), *shape))
     return out
+
+
+def init_weights(seed: int, cfg: ZSSRConfig) -> list[torch.Tensor]:
+    """One network's initial weights (float64, CPU)."""
+    return [w[0] for w in init_weights_t([seed], cfg)]
 
 
 def net_forward(weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -477,7 +513,7 @@ class ZSSR:
               progress: Callable[[int, float, float], None] | None = None) -> tuple[list[torch.Tensor], dict]:
         cfg = self.cfg
         src = FatherSource(image, cfg, self.kernel)
-        weights = [torch.from_numpy(w).to(self.device, self.dtype).requires_grad_() for w in init_weights(seed, cfg)]
+        weights = [w.to(self.device, self.dtype).requires_grad_() for w in init_weights(seed, cfg)]
         opt = torch.optim.Adam(weights, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS,
                                foreach=False, fused=False)
         st = LRState(lr=cfg.learning_rate)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from models.zssr import (
     ADAM_BETAS, ADAM_EPS, FatherSource, LRState, ZSSRConfig, aug_draws, autocast, check_image, decode_draws, dihedral,
-    downscale, finish_ensemble, init_weights, layer_shapes, load_kernel, lr_policy, n_transforms, out_size, pick_device,
+    downscale, finish_ensemble, init_weights_t, layer_shapes, load_kernel, lr_policy, n_transforms, out_size, pick_device,
     pick_precision, resize, smallest_father, son_size, to_uint8, undo_dihedral,
 )
 
@@ -111,6 +111,18 @@ class BatchedZSSR:
         return fh, fw
 
     @torch.no_grad()
+    def _init_slots(self, slots: list[int]) -> None:
+        """Fresh networks and Adam state for newly admitted faces, generated on the device in chunks."""
+        for start in range(0, len(slots), 256):
+            chunk = slots[start:start + 256]
+            ti = torch.as_tensor(chunk, device=self.device)
+            seeds = [self.faces[i].seed for i in chunk]
+            for layer, w0 in enumerate(init_weights_t(seeds, self.cfg, self.device)):
+                self.W[layer][ti] = w0.to(self.dtype)
+                self.m[layer][ti] = 0
+                self.v[layer][ti] = 0
+
+    @torch.no_grad()
     def _fill_bank(self, slots: list[int]) -> None:
         """Every (father, upscaled son) a noise-free small face can draw, for the newly admitted ``slots`` at
         once: the same operations as ``FatherSource.clean_pair``, batched over faces."""
@@ -132,11 +144,6 @@ class BatchedZSSR:
     def _admit(self, slot: int, key: Any, img: np.ndarray, seed: int) -> None:
         a, gray = check_image(img, str(key))
         image = torch.from_numpy(a.transpose(2, 0, 1)[None].copy()).to(self.device, self.dtype)
-        with torch.no_grad():
-            for layer, w0 in enumerate(init_weights(seed, self.cfg)):
-                self.W[layer][slot].copy_(torch.from_numpy(w0))
-                self.m[layer][slot].zero_()
-                self.v[layer][slot].zero_()
         self.faces[slot] = _Face(key, int(seed), image, gray, FatherSource(image, self.cfg, self.kernel),
                                  LRState(lr=self.cfg.learning_rate), time.perf_counter())
 
@@ -326,7 +333,9 @@ class BatchedZSSR:
                         yield key, None, exc
             if all(f is None for f in self.faces):
                 break
-            self._fill_bank(admitted)
+            if admitted:
+                self._init_slots(admitted)
+                self._fill_bank(admitted)
             self._step()
             finished = self._after_step()
             if finished:

@@ -93,6 +93,26 @@ def _policy_run(errors_at, cfg):
     return st.changes, cfg.max_iters
 
 
+def test_device_rng_matches_the_reference_bit_for_bit():
+    """Network init is generated in torch (on the GPU for the batched engine) with the same counter-based
+    generator as the numpy draws: int64 wrap-around must reproduce the uint64 arithmetic exactly."""
+    import torch
+
+    from models.zssr import init_weights, init_weights_t, uniforms, uniforms_t
+
+    seeds = np.array([0, 1, 7, 2**31 - 1, 4_000_000_000, 123456789012])
+    counters = np.array([0, 1, 2, 1000, 2**40 + 3, 2**62 + 5])
+    ref = uniforms(seeds[:, None], 16, counters[None, :])
+    got = uniforms_t(torch.as_tensor(seeds), 16, torch.as_tensor(counters)).numpy()
+    assert np.array_equal(ref, got) and 0 <= got.min() and got.max() < 1
+    cfg = ZSSRConfig(width=8, depth=3)
+    batch = init_weights_t([3, 9], cfg)
+    single = init_weights(9, cfg)
+    assert all(torch.equal(b[1], s1) for b, s1 in zip(batch, single))
+    w = torch.cat([x.flatten() for x in init_weights(1, ZSSRConfig())])
+    assert abs(float(w[64 * 27:].std()) - (0.1 / 576) ** 0.5) < 2e-4  # N(0, init_variance / fan_in)
+
+
 def test_lr_policy_on_synthetic_error_curves():
     cfg = ZSSRConfig()
     # Flat, noisy error: no progress, so the lr drops at every check allowed by min_iters (first at 299 =
