@@ -627,12 +627,12 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
     cfg = cfg or load_config()
     t0 = time.perf_counter()
     out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
     med = resolve_status(cfg.mediator)  # fails here (before Ray starts) when weights are missing w/o fallback
     if med.warning:
         log.warning("mediator: %s", med.warning)
 
     plan = plan_data(faces_dir, zssr_dir, cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
     meta_path = out_dir / "train_meta.json"
     gen_path = out_dir / "generator.safetensors"
     if meta_path.is_file() and gen_path.is_file():
