@@ -631,19 +631,34 @@ class Verifier:
                 self._check_pixels(n, probe.frames[idx], (x, y, w, h))
 
     def _check_pixels(self, n: _Node, frame, box) -> None:
-        """A crop at native resolution (no parents, same size as the box) must equal the frame's pixels."""
+        """A crop at native resolution (no parents, same size as its box) must equal the frame's pixels; an
+        ingest LR crop must equal the frame's box resized the way its stage record says."""
         import numpy as np
         from PIL import Image
 
         x, y, w, h = box
         with Image.open(n.path) as im:
             img = np.asarray(im.convert("RGB"))
+        crop = frame[y:y + h, x:x + w]
+        how = "the source frame's box"
         if img.shape[:2] != (h, w):
-            return  # a resized output: its pixels are checked through its parent chain, not here
-        if not np.array_equal(img, frame[y:y + h, x:x + w]):
-            diff = int(np.abs(img.astype(int) - frame[y:y + h, x:x + w].astype(int)).max())
-            n.own.append(Problem(MODIFIED, str(n.path), "pixels", "differ from the source frame's box",
-                                 0, f"max abs diff {diff}"))
+            method = next((s.get("resize_method") for s in n.doc.get("stages") or []
+                           if isinstance(s, dict) and s.get("resize_method")), None)
+            if method is None or img.shape[0] != img.shape[1]:
+                return  # a model output: its pixels are traced through its parents, not recomputed here
+            try:
+                from video.crops import make_lr
+            except ImportError:
+                return
+            crop, got = make_lr(np.ascontiguousarray(crop), img.shape[0])
+            if got != method:
+                n.own.append(Problem(MODIFIED, str(n.path), "stages.resize_method",
+                                     "the box's size implies another resize method", got, method))
+                return
+            how = f"the source frame's box resized ({method})"
+        if not np.array_equal(img, crop):
+            diff = int(np.abs(img.astype(int) - crop.astype(int)).max())
+            n.own.append(Problem(MODIFIED, str(n.path), "pixels", f"differ from {how}", 0, f"max abs diff {diff}"))
 
     # ------------------------------------------------------------------ results
     def problems(self, n: _Node, seen: set[Path] | None = None) -> list[Problem]:

@@ -188,3 +188,28 @@ def test_audit_log_of_each_job(runs, stage, manifest):
         assert rec["inputs"] == {"faces.parquet": sha256_file(runs["a"] / "faces" / "faces.parquet")}
     else:
         assert rec["inputs"] == [str(runs["source"])]
+
+
+def test_pixels_check_recomputes_crops_from_the_source_frame(runs, tmp_path):
+    """An LR crop re-drawn (one pixel) with every hash re-recorded passes the hash checks; --pixels, which
+    recomputes it from the decoded source frame with ingest's own resize, still catches it."""
+    from PIL import Image
+
+    from survsr.provenance import write_parquet_atomic, write_png
+
+    copy = tmp_path / "run_copy"
+    shutil.copytree(runs["a"] / "faces", copy / "faces")
+    faces = pd.read_parquet(copy / "faces" / "faces.parquet")
+    target = copy / "faces" / faces["lr_path"].iloc[0]
+    img = np.asarray(Image.open(target).convert("RGB")).copy()
+    img[16, 16] ^= 8
+    sha = write_png(target, img, {PROVENANCE_KEY: read_png_text(target)[PROVENANCE_KEY]})
+    for m in [copy / "faces" / "faces.parquet", *(copy / "faces" / "parts").glob("*.parquet")]:
+        df = pd.read_parquet(m)
+        df.loc[df["crop_id"] == faces["crop_id"].iloc[0], "sha256"] = sha
+        write_parquet_atomic(df, m)
+    assert {r.status for r in V.verify_paths([copy])} == {V.VERIFIED}
+    res = {Path(r.path): r for r in V.verify_paths([copy], pixels=True)}
+    bad = res[target.resolve()]
+    assert bad.status == V.MODIFIED and bad.field == "pixels" and "resized (area)" in bad.problems[0].message
+    assert sum(r.status == V.MODIFIED for r in res.values()) == 1
