@@ -1,8 +1,9 @@
 """``survsr verify PATH...``: check outputs against their provenance, back to the source video and frame.
 
-PATH may be an output file (PNG, or any file with a ``<name>.provenance.json`` sidecar such as an enhanced
-video), a manifest (``*.parquet`` with ``sha256`` columns), or a directory (searched recursively for all
-three). Each output gets one status:
+PATH may be an output file (PNG, or any file described by a JSON sidecar such as an enhanced video or a
+report), a manifest (``*.parquet`` with ``sha256`` columns), a sidecar (any JSON object with a top-level
+``survsr:provenance`` document), or a directory (searched recursively for all of these). Each output gets
+one status:
 
 * ``verified``       - every recorded hash matches, the chain reaches the source video, whose SHA-256
   matches and which has the recorded frame (at the recorded time, with the box inside the frame);
