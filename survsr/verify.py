@@ -562,6 +562,11 @@ class Verifier:
         if not isinstance(src, dict) or not src.get("sha256"):
             n.own.append(Problem(MODIFIED, f, "source", "source record lacks sha256"))
             return
+        if src.get("path") and "://" in str(src["path"]):
+            n.own.append(Problem(SOURCE_MISSING, str(src["path"]), "source.path",
+                                 "a live stream (URL): its bytes were never stored, so the chain ends here; "
+                                 "record the stream to a file and ingest that file for evidence"))
+            return
         if src.get("path"):
             found = self._find(str(src["path"]), src["sha256"], [n.path.parent], self.source_roots)
         else:  # an upload that was never stored: only --source-root can bring it back (by hash)
