@@ -542,7 +542,12 @@ def _grids(plan: Plan, rows_by_key: dict[str, dict[str, dict]], cfg: EvaluateCon
                 png = encode_png(mark_image(decode_png(png)))  # metrics used the unmarked pixels
             tiles.append({"title": title, "png": png, "caption": cap})
         if proto == "paper":
-            tiles.append({"title": "ZSSR (reference)", "png": it["ref_png"], "caption": "synthetic HR"})
+            ref = it["ref_png"]
+            if cfg.report.label:  # the synthetic HR is ZSSR output too
+                from survsr.marking import mark_image
+
+                ref = encode_png(mark_image(decode_png(ref)))
+            tiles.append({"title": "ZSSR (reference)", "png": ref, "caption": "synthetic HR"})
         out.setdefault(proto, []).append({"face_id": it["face_id"], "degradation": it["degradation"],
                                           "source": plan.faces[key].get("source", ""), "tiles": tiles})
     return out
