@@ -37,6 +37,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from survsr import metrics
 from survsr.config import config_hash, from_dict, load, to_dict
 from survsr.provenance import (
     PROVENANCE_KEY, append_audit, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
@@ -271,7 +272,10 @@ def process_video(source: str, out_dir: str | Path, cfg: IngestConfig, *, detect
                 raise
             error = str(exc)
             break
-        dets.extend(chunk_detections(chunk, detector, cfg.crops))
+        found = chunk_detections(chunk, detector, cfg.crops)
+        dets.extend(found)
+        metrics.frames_decoded(len(chunk))
+        metrics.faces_detected(len(found), detector=cfg.detector.kind)
         if frames.n // 1000 != (frames.n - len(chunk)) // 1000:  # long videos: a sign of life every 1000 frames
             log.info("%s: %d frames, %d faces so far", source, frames.n, len(dets))
     n = frames.n
@@ -442,6 +446,7 @@ class _DetectActor:
         if threads > 0:
             cv2.setNumThreads(threads)
         self.detector = make_detector(from_dict(DetectorConfig, detector))
+        self.kind = from_dict(DetectorConfig, detector).kind
         self.crops = from_dict(CropConfig, crops)
 
     def __call__(self, batch):
@@ -454,7 +459,10 @@ class _DetectActor:
             meta = json.loads(r["info"])
             images = np.frombuffer(r["pixels"], np.uint8).reshape(-1, r["height"], r["width"], 3)
             chunk = [Frame(index=i, time_s=t, image=img) for i, t, img in zip(meta["index"], meta["time_s"], images)]
-            for d in chunk_detections(chunk, self.detector, self.crops):
+            found = chunk_detections(chunk, self.detector, self.crops)
+            metrics.frames_decoded(len(chunk))
+            metrics.faces_detected(len(found), detector=self.kind)
+            for d in found:
                 out.append(_det_to_row(base, d))
         return _table(out)
 

@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -395,13 +396,54 @@ def _key_files(stage: Stage, out: Path) -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------------------------------------- driver
+class _StageClock:
+    """The pipeline's stage wall-time gauge, re-recorded every few seconds while the job runs.
+
+    Ray exports a gauge value around the time it is set, so a value set once at a stage's end would hardly
+    ever be scraped; re-recording keeps finished stages (done/skipped/failed) and the running one (its
+    elapsed time, outcome "running") on the dashboard for the whole job."""
+
+    def __init__(self, period_s: float = 2.0):
+        from survsr import metrics
+
+        self._metrics = metrics
+        self._values: dict[str, tuple[float, str]] = {}
+        self._running: tuple[str, float] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(period_s,), name="survsr-stage-clock",
+                                        daemon=True)
+        self._thread.start()
+
+    def start(self, stage: str) -> None:
+        self._running = (stage, time.perf_counter())
+
+    def finish(self, stage: str, seconds: float, outcome: str) -> None:
+        self._running = None
+        self._values[stage] = (seconds, outcome)
+        self._metrics.pipeline_stage(stage, seconds, outcome)
+
+    def _flush(self) -> None:
+        for stage, (seconds, outcome) in list(self._values.items()):
+            self._metrics.pipeline_stage(stage, seconds, outcome)
+        running = self._running
+        if running:
+            self._metrics.pipeline_stage(running[0], time.perf_counter() - running[1], "running")
+
+    def _loop(self, period_s: float) -> None:
+        while not self._stop.wait(period_s):
+            self._flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._flush()
+
+
 def run_pipeline(cfg: PipelineConfig, *, only: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume) the configured stages in order; returns the summary also written to RUN/pipeline.json.
 
     Raises StageUnavailable / StageFailed / the stage's own exception for the first stage that cannot
     finish; stages before it stay done (their markers are written) and are skipped by the next run."""
-    from survsr import metrics
-
     t_all = time.perf_counter()
     if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not is_uri(cfg.run_dir) \
             and not Path(cfg.run_dir).expanduser().is_absolute():
@@ -434,73 +476,78 @@ def run_pipeline(cfg: PipelineConfig, *, only: list[str] | None = None) -> dict[
                 rd.fetch(name, m)
                 dirs[name] = rd.stage_dir(name)
 
-    for i, stage in enumerate(stages, 1):
-        scfg = stage_cfgs[stage.name]
-        chash = stage_config_hash(stage, scfg)
-        upstream = {n: done[n] for n in stage.needs + stage.uses if n in done}
-        key = stage_key(stage.name, chash, inputs, upstream)
-        out = rd.stage_dir(stage.name)
-        tag = f"[{i}/{len(stages)}] {stage.name}"
-        marker = rd.read_marker(stage.name)
-        if marker and marker.get("key") == key:
-            ok, why = rd.files_intact(stage.name, marker, cfg.verify_outputs)
-            if ok:
-                rd.fetch(stage.name, marker)
-                log.info("%s: done (key %s, finished %s); skipped", tag, key, marker.get("finished"))
-                done[stage.name], dirs[stage.name] = marker, out
-                summary["stages"][stage.name] = {"outcome": "skipped", "key": key, "seconds": 0.0}
-                metrics.pipeline_stage(stage.name, 0.0, "skipped")
-                continue
-            log.warning("%s: marker present but %s; running the stage again", tag, why)
-            rd.drop_marker(stage.name)
-        elif marker:
-            log.info("%s: config or upstream changed (key %s -> %s)", tag, marker.get("key"), key)
-            rd.drop_marker(stage.name)
-            moved = rd.set_aside(stage.name, marker.get("key", ""))
-            if moved:
-                log.info("%s: previous outputs kept in %s", tag, moved)
-        else:
-            started = rd.read_started(stage.name)
-            if started and started.get("key") != key and out.exists():
-                moved = rd.set_aside(stage.name, started.get("key", ""))
-                log.info("%s: an interrupted run used another config; its outputs were moved to %s", tag, moved)
-            elif started:
-                log.info("%s: resuming an interrupted run in %s", tag, out)
+    clock = _StageClock()
+    try:
+        for i, stage in enumerate(stages, 1):
+            scfg = stage_cfgs[stage.name]
+            chash = stage_config_hash(stage, scfg)
+            upstream = {n: done[n] for n in stage.needs + stage.uses if n in done}
+            key = stage_key(stage.name, chash, inputs, upstream)
+            out = rd.stage_dir(stage.name)
+            tag = f"[{i}/{len(stages)}] {stage.name}"
+            marker = rd.read_marker(stage.name)
+            if marker and marker.get("key") == key:
+                ok, why = rd.files_intact(stage.name, marker, cfg.verify_outputs)
+                if ok:
+                    rd.fetch(stage.name, marker)
+                    log.info("%s: done (key %s, finished %s); skipped", tag, key, marker.get("finished"))
+                    done[stage.name], dirs[stage.name] = marker, out
+                    summary["stages"][stage.name] = {"outcome": "skipped", "key": key, "seconds": 0.0}
+                    clock.finish(stage.name, 0.0, "skipped")
+                    continue
+                log.warning("%s: marker present but %s; running the stage again", tag, why)
+                rd.drop_marker(stage.name)
+            elif marker:
+                log.info("%s: config or upstream changed (key %s -> %s)", tag, marker.get("key"), key)
+                rd.drop_marker(stage.name)
+                moved = rd.set_aside(stage.name, marker.get("key", ""))
+                if moved:
+                    log.info("%s: previous outputs kept in %s", tag, moved)
+            else:
+                started = rd.read_started(stage.name)
+                if started and started.get("key") != key and out.exists():
+                    moved = rd.set_aside(stage.name, started.get("key", ""))
+                    log.info("%s: an interrupted run used another config; its outputs were moved to %s", tag, moved)
+                elif started:
+                    log.info("%s: resuming an interrupted run in %s", tag, out)
 
-        fn = getattr(stage_module(stage), stage.function)
-        _init_ray(cfg)  # only once a stage has work to do: a fully done run returns in a second
-        rd.write_started(stage.name, key)
-        out.mkdir(parents=True, exist_ok=True)
-        log.info("%s: running %s.%s -> %s", tag, stage.module, stage.function, out)
-        t0 = time.perf_counter()
-        ctx = {"inputs": inputs, "out": out, "dirs": dirs, "run_dir": rd.local}
-        try:
-            result = stage.call(fn, scfg, ctx)
-            files = _key_files(stage, out)
-        except BaseException as exc:
+            fn = getattr(stage_module(stage), stage.function)
+            _init_ray(cfg)  # only once a stage has work to do: a fully done run returns in a second
+            rd.write_started(stage.name, key)
+            out.mkdir(parents=True, exist_ok=True)
+            log.info("%s: running %s.%s -> %s", tag, stage.module, stage.function, out)
+            t0 = time.perf_counter()
+            clock.start(stage.name)
+            ctx = {"inputs": inputs, "out": out, "dirs": dirs, "run_dir": rd.local}
+            try:
+                result = stage.call(fn, scfg, ctx)
+                files = _key_files(stage, out)
+            except BaseException as exc:
+                seconds = time.perf_counter() - t0
+                clock.finish(stage.name, seconds, "failed")
+                append_audit(rd.local, {"stage": "pipeline", "step": stage.name, "outcome": "failed", "key": key,
+                                        "error": f"{type(exc).__name__}: {exc}", "seconds": round(seconds, 3)})
+                summary["stages"][stage.name] = {"outcome": "failed", "key": key, "error": str(exc)}
+                _write_summary(rd, summary, t_all, ok=False)
+                raise
             seconds = time.perf_counter() - t0
-            metrics.pipeline_stage(stage.name, seconds, "failed")
-            append_audit(rd.local, {"stage": "pipeline", "step": stage.name, "outcome": "failed", "key": key,
-                                    "error": f"{type(exc).__name__}: {exc}", "seconds": round(seconds, 3)})
-            summary["stages"][stage.name] = {"outcome": "failed", "key": key, "error": str(exc)}
-            _write_summary(rd, summary, t_all, ok=False)
-            raise
-        seconds = time.perf_counter() - t0
-        rd.publish(stage.name)
-        marker = {"stage": stage.name, "key": key, "config_hash": chash, "config": to_dict(scfg),
-                  "upstream": {n: m["key"] for n, m in upstream.items()}, "files": files,
-                  "result": result, "seconds": round(seconds, 3), "finished": now_iso()}
-        rd.write_marker(stage.name, marker)
-        with contextlib.suppress(FileNotFoundError):
-            (rd.local / MARKERS / f"{stage.name}.started.json").unlink()
-        done[stage.name], dirs[stage.name] = marker, out
-        metrics.pipeline_stage(stage.name, seconds, "done")
-        append_audit(rd.local, {"stage": "pipeline", "step": stage.name, "outcome": "ok", "key": key,
-                                "config_hash": chash, "outputs": {r: f["sha256"] for r, f in files.items()},
-                                "seconds": round(seconds, 3)})
-        summary["stages"][stage.name] = {"outcome": "done", "key": key, "seconds": round(seconds, 3),
-                                         "result": result}
-        log.info("%s: done in %.1f s", tag, seconds)
+            rd.publish(stage.name)
+            marker = {"stage": stage.name, "key": key, "config_hash": chash, "config": to_dict(scfg),
+                      "upstream": {n: m["key"] for n, m in upstream.items()}, "files": files,
+                      "result": result, "seconds": round(seconds, 3), "finished": now_iso()}
+            rd.write_marker(stage.name, marker)
+            with contextlib.suppress(FileNotFoundError):
+                (rd.local / MARKERS / f"{stage.name}.started.json").unlink()
+            done[stage.name], dirs[stage.name] = marker, out
+            clock.finish(stage.name, seconds, "done")
+            append_audit(rd.local, {"stage": "pipeline", "step": stage.name, "outcome": "ok", "key": key,
+                                    "config_hash": chash, "outputs": {r: f["sha256"] for r, f in files.items()},
+                                    "seconds": round(seconds, 3)})
+            summary["stages"][stage.name] = {"outcome": "done", "key": key, "seconds": round(seconds, 3),
+                                             "result": result}
+            log.info("%s: done in %.1f s", tag, seconds)
+    finally:
+        clock.close()
     return _write_summary(rd, summary, t_all, ok=True)
 
 

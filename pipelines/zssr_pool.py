@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from models.zssr import ZSSRConfig
+from survsr import metrics
 from survsr.config import ConfigError, config_hash, from_dict, load, to_dict
 from survsr.provenance import (
     PROVENANCE_KEY, append_audit, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
@@ -165,6 +166,7 @@ class ZSSRWorker:
                 try:
                     self._write(rows[cid], face_seed(cid, self.cfg.pool.seed), out, info)
                     status[cid] = {"status": "done", "error": ""}
+                    metrics.zssr_face_done(int(info["iterations"]), device=str(info["device"]))
                     log.info("zssr %s: %d iterations, final lr %.1e, %.1fs", cid, info["iterations"],
                              info["final_lr"], info["seconds"])
                 except Exception as exc:  # noqa: BLE001 - a write failure must not lose the batch
@@ -192,6 +194,9 @@ class ZSSRWorker:
                 del status[cid]
                 self._run(self.single, {cid: row}, status)
                 attempts[cid] += 1
+        for s in status.values():
+            if s["status"] == "failed":  # failed for good (after the retries)
+                metrics.zssr_face_done(None, device=str(self.engine.device), ok=False)
         return pd.DataFrame([{"crop_id": cid, "status": status[cid]["status"], "error": status[cid]["error"],
                               "attempts": attempts.get(cid, 0)} for cid in rows])
 

@@ -165,6 +165,36 @@ api = FastAPI(
     version="1",
 )
 
+
+class _RequestMetrics:
+    """ASGI middleware: request count by endpoint + status, and latency, for the dashboard (survsr.metrics).
+    Endpoints are route templates (/v1/videos/{job_id}), so ids and scanners' paths cannot blow up the series."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") != "http":
+            return await self.app(scope, receive, send)
+        from survsr import metrics
+
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_status(message):
+            if message.get("type") == "http.response.start":
+                status[0] = int(message.get("status", 500))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.serve_request(route, status[0], time.perf_counter() - t0)
+
+
+api.add_middleware(_RequestMetrics)
+
 _IMAGE_BODY = {"requestBody": {"required": True, "content": {
     "image/png": {"schema": {"type": "string", "format": "binary"}},
     "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}}

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import threading
+import re
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -37,6 +38,7 @@ import numpy as np
 
 from pipelines.enhance import OutputConfig
 from serve.media import frame_marking, mark_frame
+from survsr import metrics
 from survsr.marking import MarkingConfig, mark_document
 from survsr.provenance import PROVENANCE_KEY, atomic_write_json, provenance, sha256_file, stage_record
 
@@ -272,6 +274,7 @@ class StreamProcessor:
                     self.stats.enhance_seconds += time.monotonic() - t0
                     self.stats.frames_written += len(batch)
                     self.stats.frames_in_flight = 0
+                self._report_metrics(len(batch))
         except BaseException:
             self._stop.set()
             raise
@@ -288,6 +291,14 @@ class StreamProcessor:
         log.info("stream %s: %s", self.cfg.source, {k: snap[k] for k in ("state", "frames_read", "frames_written",
                                                                       "frames_dropped", "reconnects", "segments")})
         return snap
+
+    def _report_metrics(self, written: int) -> None:
+        # The stream tag never carries credentials (rtsp://user:pass@host/...).
+        tag = re.sub(r"//[^/@]*@", "//", str(self.cfg.source))
+        dropped = self.queue.dropped - getattr(self, "_dropped_reported", 0)
+        self._dropped_reported = self.queue.dropped
+        metrics.stream_frames_enhanced(written, stream=tag)
+        metrics.stream_frames_dropped(dropped, stream=tag)
 
     # -- reader side
     def _eof_reconnects(self) -> bool:
