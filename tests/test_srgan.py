@@ -187,3 +187,24 @@ def test_step_updates_only_the_scheduled_network():
     assert changed(D, d0) and not changed(G, g0) and set(parts) == {"d_loss", "d_real", "d_fake"}
     parts = step(real, lr, pair, has, do_d=True, do_g=True, adversarial=False)
     assert "g_adv" not in parts and all(torch.isfinite(v) for v in parts.values())
+
+
+def test_global_bicubic_skip_starts_at_bicubic_and_learns():
+    import torch.nn.functional as F
+
+    from models.srgan import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    g = Generator(GeneratorConfig(n_blocks=2, channels=16, global_skip="bicubic"))
+    x = torch.rand(4, 3, 32, 32)
+    bic = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    assert torch.equal(g.eval()(x), bic)
+    # one optimiser step towards a target away from bicubic moves the output: the skip does not freeze it
+    g.train()
+    opt = torch.optim.Adam(g.parameters(), 1e-3)
+    loss = (g(x) - (bic + 0.1)).abs().mean()
+    loss.backward()
+    opt.step()
+    assert not torch.equal(g.eval()(x), bic)
+    with pytest.raises(ValueError, match="global_skip"):
+        GeneratorConfig(global_skip="nearest").validate()
