@@ -119,6 +119,8 @@ class ZSSRWorker:
         from models.zssr_batched import BatchedZSSR
 
         self.cfg = from_dict(ZSSRStageConfig, cfg)
+        # Actors start with Python's default WARNING level: per-face progress lines would be dropped.
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         torch.set_num_threads(max(1, int(self.cfg.pool.num_cpus)))
         self.faces_dir, self.out_dir, self.chash = Path(faces_dir), Path(out_dir), chash
         self.engine = BatchedZSSR(self.cfg.zssr, slots=self.cfg.pool.slots)
@@ -250,7 +252,9 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
         num_gpus = _num_gpus(cfg.pool)
         cols = [c for c in todo.columns if c in set(REQUIRED_COLUMNS) | {
             "source_path", "source_sha256", "frame_index", "time_s", "box_x", "box_y", "box_w", "box_h"}]
-        ds = ray.data.from_pandas(todo[cols].reset_index(drop=True))
+        # One block per batch: otherwise the whole manifest is one block and one actor gets all of it.
+        n_blocks = max(1, -(-len(todo) // cfg.pool.batch_size))
+        ds = ray.data.from_pandas(todo[cols].reset_index(drop=True)).repartition(n_blocks)
         ds = ds.map_batches(
             ZSSRWorker,
             fn_constructor_kwargs={"cfg": to_dict(cfg), "faces_dir": str(faces_dir.resolve()),
