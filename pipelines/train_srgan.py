@@ -33,7 +33,7 @@ import numpy as np
 from models.losses import LossConfig
 from models.mediator import MediatorConfig, resolve_status
 from models.srgan import DiscriminatorConfig, GeneratorConfig
-from survsr import metrics
+from survsr import metrics as dashboard  # not `metrics`: the loop keeps a dict of that name
 from survsr.config import ConfigError, config_hash, from_dict, load, to_dict
 
 log = logging.getLogger(__name__)
@@ -581,9 +581,9 @@ def train_loop_per_worker(config: dict) -> None:
                               "faces_per_s": faces_window / max(dt, 1e-9)})
                 t_window, faces_window = time.perf_counter(), 0
                 vals = {k: float(v) for k, v in parts.items()}
-                metrics.train_losses({k: v for k, v in vals.items() if not k.startswith("d_real")
+                dashboard.train_losses({k: v for k, v in vals.items() if not k.startswith("d_real")
                                       and not k.startswith("d_fake")}, epoch=epoch)
-                metrics.train_d_outputs(vals.get("d_real"), vals.get("d_fake"))
+                dashboard.train_d_outputs(vals.get("d_real"), vals.get("d_fake"))
             end_epoch = step % spe == 0
             want_ckpt = step % cfg.train.checkpoint_every == 0 or step == total
             if end_epoch or want_ckpt:
