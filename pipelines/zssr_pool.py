@@ -252,9 +252,11 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
         num_gpus = _num_gpus(cfg.pool)
         cols = [c for c in todo.columns if c in set(REQUIRED_COLUMNS) | {
             "source_path", "source_sha256", "frame_index", "time_s", "box_x", "box_y", "box_w", "box_h"}]
-        # One block per batch: otherwise the whole manifest is one block and one actor gets all of it.
-        n_blocks = max(1, -(-len(todo) // cfg.pool.batch_size))
-        ds = ray.data.from_pandas(todo[cols].reset_index(drop=True)).repartition(n_blocks)
+        # One block per batch (a list of frames = a list of blocks): a single block would send every face
+        # to one actor and leave the rest of the pool idle.
+        rows = todo[cols].reset_index(drop=True)
+        bs = cfg.pool.batch_size
+        ds = ray.data.from_pandas([rows.iloc[i:i + bs] for i in range(0, len(rows), bs)])
         ds = ds.map_batches(
             ZSSRWorker,
             fn_constructor_kwargs={"cfg": to_dict(cfg), "faces_dir": str(faces_dir.resolve()),
