@@ -73,8 +73,8 @@ def summary_lines(run: Path, pipeline: dict[str, Any], enhance: dict[str, Any] |
             lines.append(f"  {row.get('degradation', ''):<14} {row.get('method', ''):<8} {psnr:6.2f} dB  {ssim:.4f}"
                          f"  (n={row.get('n')})")
     if enhance:
-        lines.append(f"enhance: {enhance.get('done', 0)} video(s) enhanced ({enhance.get('mode')}), "
-                     f"{enhance.get('failed', 0)} failed -> {run / 'enhance'}")
+        lines.append(f"enhance: {enhance.get('done', 0)} video(s) enhanced, {enhance.get('skipped', 0)} already done "
+                     f"({enhance.get('mode')}), {enhance.get('failed', 0)} failed -> {run / 'enhance'}")
     lines.append(f"report: {run / 'evaluate' / 'index.html'}")
     return lines
 
@@ -97,7 +97,16 @@ def run_demo(out: str | Path, overrides: list[str] | tuple = (), enhance_overrid
     if generator.is_file():
         ecfg = load(EnhanceConfig, "enhance_demo.yaml", enhance_overrides)
         enhance = run_enhance([carphone_paths()["distorted"]], generator, out / "enhance", ecfg)
-    return {"pipeline": pipeline, "enhance": enhance}
+    # Close the loop an analyst would: every output traces back to its source frame, untouched.
+    from survsr.verify import exit_code, verify_paths
+
+    results = verify_paths([out], pixels=True)
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    verify = {"outputs": len(results), "counts": counts, "exit_code": exit_code(results),
+              "problems": [f"{r.path}: {p.status} {p.field}" for r in results for p in r.problems][:20]}
+    return {"pipeline": pipeline, "enhance": enhance, "verify": verify}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,6 +123,12 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     res = run_demo(out, args.overrides, args.enhance_overrides)
     print("\n".join(summary_lines(out, res["pipeline"], res["enhance"])))
+    v = res["verify"]
+    print(f"verify: {v['outputs']} outputs, " + ", ".join(f"{n} {k}" for k, n in sorted(v["counts"].items()))
+          + f" (exit code {v['exit_code']}; re-check any time with: survsr verify {out})")
+    for line in v["problems"]:
+        print(f"  {line}")
     print(f"demo finished in {time.time() - t0:.1f} s -> {out}")
-    ok = res["pipeline"].get("ok") and (res["enhance"] or {}).get("done", 0) >= 1
+    enhanced = (res["enhance"] or {}).get("done", 0) + (res["enhance"] or {}).get("skipped", 0)
+    ok = res["pipeline"].get("ok") and enhanced >= 1 and v["exit_code"] == 0
     return 0 if ok else 1
