@@ -680,13 +680,29 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
     return result
 
 
+def _is_original(inp: dict) -> bool:
+    """An input that is evidence or a user's photo rather than a survsr output (no provenance of its own)."""
+    if inp.get("role") == "video":
+        return True
+    path = Path(str(inp.get("path", "")))
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff") or not path.is_file():
+        return False
+    try:
+        from survsr.provenance import PROVENANCE_KEY, read_png_text
+
+        return PROVENANCE_KEY not in read_png_text(path)
+    except Exception:  # noqa: BLE001 - unreadable as PNG text: treat as an original input, hash-checked
+        return True
+
+
 def _write_report_sidecars(out: Path, inputs: list[dict], record: dict) -> None:
     """``<file>.provenance.json`` beside the report files: their hashes and the inputs' hashes, so that
     ``survsr verify`` can check the report back to the manifests, the generator and the crops it used."""
     from survsr.provenance import provenance
     from survsr.verify import write_sidecar
 
-    parents = [{"path": str(i["path"]), "sha256": i["sha256"]} for i in inputs if i.get("path") and i.get("sha256")]
+    parents = [{"path": str(i["path"]), "sha256": i["sha256"], **({"original": True} if _is_original(i) else {})}
+               for i in inputs if i.get("path") and i.get("sha256")]
     doc = provenance("evaluation_report", source=None, parents=parents, stages=[record], model_output=True)
     for name in ("index.html", "metrics.json", "metrics.csv"):
         if (out / name).is_file():

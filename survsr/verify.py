@@ -373,7 +373,9 @@ class Verifier:
         return None
 
     # ------------------------------------------------------------------ one file
-    def node(self, path: Path) -> _Node:
+    def node(self, path: Path, original: bool = False) -> _Node:
+        """``original``: the record that led here calls the file an original input (a still photo, a face
+        folder image): it has no survsr history, so its recorded hash is all there is to check."""
         path = _resolve(path)
         if path in self.nodes:
             return self.nodes[path]
@@ -411,7 +413,7 @@ class Verifier:
             # Images and videos must carry provenance. Other files (a manifest, model weights) reached as a
             # parent are data checked by hash alone; as a target they are reported unverifiable in result().
             is_media = path.suffix.lower() == ".png" or path.suffix.lower() in VIDEO_EXTS
-            if is_media and not any(p.status == MODIFIED for p in n.own):
+            if is_media and not original and not any(p.status == MODIFIED for p in n.own):
                 n.own.append(Problem(UNVERIFIABLE, str(path), PROVENANCE_KEY,
                                      "no provenance document (PNG text chunk or sidecar)"))
             return n
@@ -479,7 +481,7 @@ class Verifier:
                                      f"parent of {n.path.name} not found near it; if its run directory "
                                      "lives elsewhere, pass --source-root DIR"))
                 continue
-            pn = self.node(found)
+            pn = self.node(found, original=bool(par.get("original")))
             n.parents.append(pn)
             if par.get("sha256") != pn.sha and pn.sha is not None:
                 n.own.append(Problem(MODIFIED, str(found), f"parents[{i}].sha256 (recorded in {n.path.name})",

@@ -13,7 +13,7 @@ SMALL = [
     "zssr.overrides=[zssr.max_iters=20, zssr.min_iters=10]",
     "train.overrides=[train.max_steps=4, train.batch_size=4, train.checkpoint_every=2, train.log_every=1, "
     "data.heldout_max=4, ray.cpus_per_worker=1]",
-    "evaluate.overrides=[ground_truth.max_faces=2, ground_truth.astronaut=false, real_footage.max_faces=2, "
+    "evaluate.overrides=[ground_truth.max_faces=2, real_footage.max_faces=2, "
     "paper.max_faces=3, ray.actors=1]",
 ]
 

@@ -362,3 +362,32 @@ def test_report_sidecar_with_data_parents(run, tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n")
     (r,) = V.verify_paths([tmp_path / "x.csv"])
     assert r.status == V.UNVERIFIABLE and r.field == PROVENANCE_KEY
+
+
+def test_parent_marked_original_is_checked_by_hash_alone(tmp_path):
+    """A report built from a user's photo (no survsr history) verifies when the record calls it original,
+    is unverifiable when it does not, and is modified when the photo's bytes change."""
+    import numpy as np
+
+    from survsr.provenance import encode_png, provenance, sha256_file, stage_record
+    from survsr.verify import verify_paths, write_sidecar
+
+    photo = tmp_path / "inputs" / "face.png"
+    photo.parent.mkdir()
+    photo.write_bytes(encode_png(np.full((8, 8, 3), 7, np.uint8)))
+    out = tmp_path / "report"
+    out.mkdir()
+
+    def report(original: bool):
+        target = out / "index.html"
+        target.write_text("<html>PSNR 30.0 dB</html>")
+        par = {"path": str(photo), "sha256": sha256_file(photo), **({"original": True} if original else {})}
+        write_sidecar(target, provenance("evaluation_report", source=None, parents=[par],
+                                         stages=[stage_record("evaluate", "0" * 16)], model_output=False))
+        return verify_paths([target])[0]
+
+    assert report(original=False).status == "unverifiable"
+    assert report(original=True).status == "verified"
+    photo.write_bytes(photo.read_bytes() + b"\0")
+    res = verify_paths([out / "index.html"])[0]
+    assert res.status == "modified" and any("parents[0].sha256" in p.field for p in res.problems)
