@@ -125,7 +125,7 @@ def scenario_zssr_node_removed(args: dict) -> dict:
         cluster.wait_for_nodes()
         _connect(cluster)
         faces_dir, out = Path(args["faces"]), Path(args["out"])
-        cfg = zssr_pool.load_config(None, args["overrides"])
+        cfg = zssr_pool.load_config(args["config"], args["overrides"])
         box: dict = {}
 
         def work():
@@ -505,10 +505,12 @@ if __name__ != "__main__":
         pytest.importorskip("pipelines.zssr_pool", reason="the ZSSR stage (pipelines/zssr_pool.py) is not there")
         from pipelines import run as pipeline_run
 
-        tiny = pipeline_run.load_config("pipeline_tiny.yaml").zssr.overrides
+        tiny = pipeline_run.load_config("pipeline_tiny.yaml").zssr
+        # three single-CPU actors over two worker nodes, one face per batch: the node goes with work in flight
         res = run_scenario("zssr_node_removed", {
-            "faces": str(faces_dir), "out": str(tmp_path / "zssr"), "remove_after": 2, "timeout": 240,
-            "overrides": list(tiny) + ["ray.actors=3"]}, timeout=420)
+            "faces": str(faces_dir), "out": str(tmp_path / "zssr"), "remove_after": 2, "timeout": 300,
+            "config": tiny.config, "overrides": list(tiny.overrides) + ["pool.actors=3", "pool.batch_size=1",
+                                                                        "pool.slots=1"]}, timeout=480)
         assert res["error"] is None and not res["still_running"], res
         assert not res["finished_before_removal"], "the pool finished before the node could be removed"
         assert res["nodes_alive"] == 2  # head + the node that was kept
@@ -554,7 +556,8 @@ if __name__ != "__main__":
         res = run_scenario("ray_job_pipeline", {
             "run_dir": str(tmp_path / "run"), "overrides": [], "stop_after_stage": "ingest", "stop_delay_s": 2,
             "timeout": 420}, timeout=600)
-        print(json.dumps({k: v for k, v in res.items() if k != "known_names"}, indent=1)[:4000])
+        print(json.dumps({k: res[k] for k in ("prometheus_names", "cluster_up_s")}, indent=1))
+        print(json.dumps([{k: j.get(k) for k in ("id", "status", "seconds")} for j in res["jobs"]], indent=1))
         job1, job2 = res["jobs"]
         assert job1["status"] == "STOPPED", job1
         assert job2["status"] == "SUCCEEDED", job2["log_tail"]
@@ -568,7 +571,11 @@ if __name__ != "__main__":
         summary = res["pipeline"]
         assert summary["ok"] and summary["stages"]["ingest"]["outcome"] == "skipped"
         # the dashboard's Prometheus source shows the custom metrics under the documented names
-        assert "ray_survsr_pipeline_stage_seconds" in res["prometheus_names"], res["prometheus_names"]
+        names = set(res["prometheus_names"])
+        for stage_metric in ("ray_survsr_pipeline_stage_seconds", "ray_survsr_zssr_faces_done_total",
+                             "ray_survsr_train_loss"):  # job 2 ran ZSSR and training
+            assert stage_metric in names, sorted(names)
+        assert names <= {n for v in res["known_names"].values() for n in (v, v + "_bucket", v + "_count", v + "_sum")}
 
 
 if __name__ == "__main__":
