@@ -13,7 +13,6 @@ The request count is bounded (--requests) and every request goes to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import socket
@@ -35,11 +34,9 @@ def _free_port() -> int:
 
 
 def _png(img: np.ndarray) -> bytes:
-    from PIL import Image
+    from survsr.provenance import encode_png
 
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_png(img)
 
 
 def run_load(base: str, bodies: list[bytes], concurrency: int, token: str | None, timeout: float) -> dict:

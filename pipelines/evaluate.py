@@ -95,6 +95,14 @@ class PaperConfig:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
 
 
+def _check_split_and_methods(split: str, methods: list[str]) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown methods {bad} (known: {list(METHODS)})")
+
+
 def _default_degradations() -> list[DegradationConfig]:
     return [DegradationConfig(name="bicubic"),
             DegradationConfig(name="surveillance", blur_sigma=0.8, noise_sigma=4.0, jpeg_quality=40)]
@@ -117,11 +125,7 @@ class GroundTruthConfig:
     methods: list[str] = field(default_factory=lambda: list(METHODS))
 
     def validate(self) -> None:
-        if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad:
-            raise ValueError(f"unknown methods {bad} (known: {list(METHODS)})")
+        _check_split_and_methods(self.split, self.methods)
         names = [d.name for d in self.degradations]
         if len(set(names)) != len(names):
             raise ValueError(f"degradation names must be unique, got {names}")
@@ -143,11 +147,7 @@ class RealFootageConfig:
     methods: list[str] = field(default_factory=lambda: list(METHODS))
 
     def validate(self) -> None:
-        if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad:
-            raise ValueError(f"unknown methods {bad} (known: {list(METHODS)})")
+        _check_split_and_methods(self.split, self.methods)
 
 
 @dataclass

@@ -26,11 +26,9 @@ def _free_port() -> int:
 
 
 def _png(img: np.ndarray) -> bytes:
-    from PIL import Image
+    from survsr.provenance import encode_png
 
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_png(img)
 
 
 def _direct(gen_path: Path, img: np.ndarray) -> np.ndarray:
