@@ -313,12 +313,8 @@ class Ingress:
         info = await self.model.info.remote()
         return {"status": "ok", **info}
 
-    @api.post("/v1/enhance", summary="enhance one image x2 (PNG/JPEG body -> PNG)",
-              response_class=Response, responses={200: {"content": {"image/png": {}}}}, openapi_extra=_IMAGE_BODY)
-    async def enhance(self, request: Request,
-                      label: bool | None = Query(None, description="burn the AI-ENHANCED label (default: config)")):
-        from survsr.provenance import sha256_bytes
-
+    async def _read_image(self, request: Request) -> tuple[bytes, np.ndarray]:
+        """Authenticate, read the body within the size limit and decode it; bad input -> 4xx naming it."""
         self._auth(request)
         lim = self.args.limits
         data = await _read_body(request, lim.max_image_bytes, "image")
@@ -326,6 +322,15 @@ class Ingress:
             img = decode_image(data, max_bytes=lim.max_image_bytes, max_pixels=lim.max_pixels, name="image")
         except BadInput as exc:
             raise _http_error(exc) from None
+        return data, img
+
+    @api.post("/v1/enhance", summary="enhance one image x2 (PNG/JPEG body -> PNG)",
+              response_class=Response, responses={200: {"content": {"image/png": {}}}}, openapi_extra=_IMAGE_BODY)
+    async def enhance(self, request: Request,
+                      label: bool | None = Query(None, description="burn the AI-ENHANCED label (default: config)")):
+        from survsr.provenance import sha256_bytes
+
+        data, img = await self._read_image(request)
         out = await self.model.enhance_one.remote(img)
         from survsr.marking import mark_image
 
@@ -345,13 +350,7 @@ class Ingress:
     async def faces(self, request: Request, label: bool | None = Query(None)) -> dict:
         from survsr.provenance import sha256_bytes
 
-        self._auth(request)
-        lim = self.args.limits
-        data = await _read_body(request, lim.max_image_bytes, "image")
-        try:
-            img = decode_image(data, max_bytes=lim.max_image_bytes, max_pixels=lim.max_pixels, name="image")
-        except BadInput as exc:
-            raise _http_error(exc) from None
+        data, img = await self._read_image(request)
         if self._detector is None:
             from pipelines.enhance import make_detector
 
