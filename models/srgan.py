@@ -131,7 +131,7 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or DiscriminatorConfig()
         layers: list[nn.Module] = []
-        in_ch, ch = 3, cfg.channels
+        in_ch = 3
         for i in range(8):
             out_ch = cfg.channels * 2 ** (i // 2)
             stride = 2 if i % 2 else 1

@@ -172,7 +172,7 @@ class BatchedZSSR:
     def _step(self) -> None:
         if self.bank is not None:
             return self._step_fast()
-        cfg, n = self.cfg, len(self.faces)
+        n = len(self.faces)
         live = [i for i, f in enumerate(self.faces) if f is not None]
         draws = aug_draws([self.faces[i].seed for i in live], [self.faces[i].it for i in live])
         pairs = {}

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger("survsr.demo")
 
 
 def demo_inputs() -> list[str]:

@@ -29,7 +29,6 @@ import importlib
 import json
 import logging
 import os
-import shutil
 import sys
 import threading
 import time

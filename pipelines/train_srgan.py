@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
