@@ -61,10 +61,10 @@ def carphone(a) -> int:
     """The archive stage end to end on the demo clip (plain loop, no Ray), as the demo runs it."""
     import torch
 
-    from models.export import save_generator
-    from models.srgan import Generator, GeneratorConfig
-    from pipelines.enhance import EnhanceConfig, RayConfig, run_enhance
-    from serve.engine import EngineConfig
+    from survsr.models.export import save_generator
+    from survsr.models.srgan import Generator, GeneratorConfig
+    from survsr.pipelines.enhance import EnhanceConfig, RayConfig, run_enhance
+    from survsr.serve.engine import EngineConfig
     from survsr.data import carphone_paths
 
     with tempfile.TemporaryDirectory() as d:
@@ -87,9 +87,9 @@ def carphone(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from models.export import save_generator
-    from models.srgan import Generator, GeneratorConfig
-    from serve.engine import EngineConfig, Enhancer, pick_device
+    from survsr.models.export import save_generator
+    from survsr.models.srgan import Generator, GeneratorConfig
+    from survsr.serve.engine import EngineConfig, Enhancer, pick_device
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--generator", default=None, help="generator export (default: random full-size)")

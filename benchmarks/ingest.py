@@ -38,8 +38,8 @@ SETTINGS = {
 def _work(path: str, det_kw: dict | None, chunk: int, max_frames: int | None, q) -> None:
     import cv2
 
-    from video.decode import iter_frames
-    from video.detect import DetectorConfig, detect_sequence, make_detector
+    from survsr.video.decode import iter_frames
+    from survsr.video.detect import DetectorConfig, detect_sequence, make_detector
 
     cv2.setNumThreads(1)  # one core per worker: the 2-core figure comes from 2 workers
     det = make_detector(DetectorConfig(**det_kw)) if det_kw is not None else None
@@ -88,14 +88,14 @@ def run_case(path: str, det_kw: dict | None, workers: int, max_frames: int | Non
 
 
 def make_640_clip(path: Path, frames: int) -> Path:
-    from video.synth import moving_face_frames, write_clip
+    from survsr.video.synth import moving_face_frames, write_clip
 
     imgs, _ = moving_face_frames(n=frames, width=640, height=360, sizes=(64, 28), seed=1)
     return write_clip(path, imgs, fps=25)
 
 
 def run_ray_pipeline(path: str, max_frames: int | None) -> dict:
-    from pipelines.ingest import load_config, run_ingest
+    from survsr.pipelines.ingest import load_config, run_ingest
     from survsr.ray_utils import init_ray
 
     init_ray(num_cpus=os.cpu_count())

@@ -111,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         from ray import serve
 
-        from models.export import save_generator
-        from models.srgan import Generator, GeneratorConfig
-        from serve.app import build_app
+        from survsr.models.export import save_generator
+        from survsr.models.srgan import Generator, GeneratorConfig
+        from survsr.serve.app import build_app
         from survsr.ray_utils import init_ray
 
         gen = a.generator

@@ -50,9 +50,9 @@ def _machine(device) -> str:
 def bench_step(args) -> list[dict]:
     import torch
 
-    from models.mediator import MediatorConfig, build_mediator
-    from models.srgan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
-    from pipelines.train_srgan import LossConfig, SRGANStep
+    from survsr.models.mediator import MediatorConfig, build_mediator
+    from survsr.models.srgan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+    from survsr.pipelines.train_srgan import LossConfig, SRGANStep
 
     device = _device(args.device)
     torch.manual_seed(0)
@@ -130,7 +130,7 @@ def make_toy_manifests(root: Path, n_train: int, n_test: int = 4):
 
 
 def bench_workers(args) -> list[dict]:
-    from pipelines.train_srgan import load_config, run_train
+    from survsr.pipelines.train_srgan import load_config, run_train
     from survsr.ray_utils import init_ray
 
     init_ray(num_cpus=os.cpu_count())
@@ -169,7 +169,7 @@ def _carphone_faces(n_frames: int = 120):
     from PIL import Image
 
     from survsr.data import carphone_paths
-    from video.decode import iter_frames
+    from survsr.video.decode import iter_frames
 
     crops = []
     for fr in iter_frames(carphone_paths()["pristine"], max_frames=n_frames):
@@ -187,8 +187,8 @@ def bench_quality(args) -> dict:
     from PIL import Image
     from skimage.metrics import peak_signal_noise_ratio as psnr
 
-    from models.export import load_generator
-    from pipelines.train_srgan import load_config, run_train
+    from survsr.models.export import load_generator
+    from survsr.pipelines.train_srgan import load_config, run_train
     from survsr.provenance import write_parquet_atomic, write_png
     from survsr.ray_utils import init_ray
 

@@ -1,7 +1,7 @@
 """ZSSR quality on Set5 / Set14 at x2 against bicubic, in the same run.
 
 Protocol (the one SR papers use): HR cropped to a multiple of the scale, LR = PIL bicubic downscale, PSNR and
-SSIM on Y (BT.601) after a ``scale``-pixel border crop (``pipelines.metrics.score_pair``, scikit-image).
+SSIM on Y (BT.601) after a ``scale``-pixel border crop (``survsr.pipelines.quality.score_pair``, scikit-image).
 The ZSSR paper reports 37.37 dB (Set5) / 33.00 dB (Set14); bicubic scores 33.67 / 30.32.
 
   .venv/bin/python benchmarks/zssr_quality.py                 # full, paper schedule (GPU: minutes; CPU: hours)
@@ -23,9 +23,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.zssr import ZSSR  # noqa: E402
-from pipelines.metrics import score_pair  # noqa: E402
-from pipelines.zssr_pool import load_config  # noqa: E402
+from survsr.models.zssr import ZSSR  # noqa: E402
+from survsr.pipelines.quality import score_pair  # noqa: E402
+from survsr.pipelines.zssr_pool import load_config  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sr-benchmarks"
 SMOKE = ["zssr.max_iters=20", "zssr.min_iters=10", "zssr.run_test_every=5",

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from models.srgan import Generator, GeneratorConfig
+from survsr.models.srgan import Generator, GeneratorConfig
 from survsr.provenance import atomic_path, sha256_file
 
 

@@ -3,7 +3,7 @@
 Training a 32x32 face alone launches a handful of microsecond kernels per step and leaves a GPU idle. Here the
 N networks' weights are stacked ([N, out, in, 3, 3] per layer) and every layer is ONE grouped convolution
 (groups = N), so each step costs the same number of launches whatever N is. Each face keeps everything the
-one-at-a-time path (``models.zssr.ZSSR``) keeps: its own random draws (counter-based, keyed by its seed), its
+one-at-a-time path (``survsr.models.zssr.ZSSR``) keeps: its own random draws (counter-based, keyed by its seed), its
 own Adam state and step count, its own learning-rate schedule and stopping iteration. A face that has finished
 leaves its slot (its output is computed by the batched self-ensemble) and the next waiting face takes it.
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.zssr import (
+from survsr.models.zssr import (
     ADAM_BETAS, ADAM_EPS, FatherSource, LRState, ZSSRConfig, aug_draws, autocast, check_image, decode_draws, dihedral,
     downscale, finish_ensemble, init_weights_t, layer_shapes, load_kernel, lr_policy, n_transforms, out_size, pick_device,
     pick_precision, resize, smallest_father, son_size, to_uint8, undo_dihedral,
@@ -363,7 +363,7 @@ def _group_by_size(faces: list[_Face | None], idx: list[int]) -> list[list[int]]
 
 def super_resolve_many(images: Sequence[np.ndarray], cfg: ZSSRConfig, seeds: Sequence[int] | None = None,
                        slots: int = 256) -> list[tuple[np.ndarray | None, Any]]:
-    """Batched counterpart of ``models.zssr.super_resolve``: results in input order; a bad image gives
+    """Batched counterpart of ``survsr.models.zssr.super_resolve``: results in input order; a bad image gives
     (None, exception) in its place."""
     seeds = list(seeds) if seeds is not None else [0] * len(images)
     res: dict[int, tuple] = {}

@@ -79,8 +79,8 @@ def summary_lines(run: Path, pipeline: dict[str, Any], enhance: dict[str, Any] |
 def run_demo(out: str | Path, overrides: list[str] | tuple = (), enhance_overrides: list[str] | tuple = ()
              ) -> dict[str, Any]:
     """Run the demo into ``out``; returns {"pipeline": summary, "enhance": report}."""
-    from pipelines.enhance import EnhanceConfig, run_enhance
-    from pipelines.run import load_config, run_pipeline
+    from survsr.pipelines.enhance import EnhanceConfig, run_enhance
+    from survsr.pipelines.run import load_config, run_pipeline
     from survsr.config import load
     from survsr.data import carphone_paths
     from survsr.ray_utils import init_ray

@@ -29,8 +29,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from serve.engine import EngineConfig
-from serve.media import frame_marking, mark_crop, mark_frame, side_by_side
+from survsr.serve.engine import EngineConfig
+from survsr.serve.media import frame_marking, mark_crop, mark_frame, side_by_side
 from survsr.marking import MarkingConfig, mark_document, model_output_text
 from survsr.config import config_hash, from_dict, load, to_dict
 from survsr.audit import audited
@@ -59,7 +59,7 @@ class FacesConfig:
     stride: int = 1  # detect on every n-th frame
     margin: float = 0.0  # extra growth (fraction of box size per side) on top of the detector's own margin
     min_size: int = 8  # skip detections smaller than this (px)
-    detector: dict = field(default_factory=dict)  # fields of video.detect.DetectorConfig
+    detector: dict = field(default_factory=dict)  # fields of survsr.video.detect.DetectorConfig
 
     def validate(self) -> None:
         if self.stride < 1:
@@ -195,7 +195,7 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
                     enhance_fn: EnhanceFn, model_sha: str, device: str, progress: ProgressFn | None) -> dict:
     import av
 
-    from serve.videoio import VideoWriter
+    from survsr.serve.videoio import VideoWriter
 
     vs = container.streams.video[0]
     vs.thread_type = "AUTO"
@@ -302,9 +302,9 @@ def _expand_box(box, margin: float, w: int, h: int) -> tuple[int, int, int, int]
 
 
 def make_detector(faces: FacesConfig):
-    """The ingest stage's detector (video.detect), configured from ``faces.detector``."""
-    from video.detect import DetectorConfig
-    from video.detect import make_detector as _make
+    """The ingest stage's detector (survsr.video.detect), configured from ``faces.detector``."""
+    from survsr.video.detect import DetectorConfig
+    from survsr.video.detect import make_detector as _make
 
     return _make(from_dict(DetectorConfig, faces.detector, "faces.detector:"))
 
@@ -426,7 +426,7 @@ class _VideoActor:
     """Ray Data actor: one generator per actor, whole videos per row."""
 
     def __init__(self, generator_path: str, out_dir: str, cfg_dict: dict):
-        from serve.engine import Enhancer
+        from survsr.serve.engine import Enhancer
 
         self.cfg = from_dict(EnhanceConfig, cfg_dict)
         self.out_dir = Path(out_dir)
@@ -475,7 +475,7 @@ def run_enhance(inputs: Sequence[str | Path], generator_path: str | Path, out_di
         if cfg.ray.enabled:
             entries = _run_ray(paths, generator_path, out_dir, cfg)
         else:
-            from serve.engine import Enhancer
+            from survsr.serve.engine import Enhancer
 
             enhancer = Enhancer(generator_path, cfg.engine)
             detector = make_detector(cfg.faces) if cfg.mode == "faces" else None

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.eval_faces import resize
-from pipelines.metrics import MetricsConfig, decode_png, score_pair, sharpness
+from survsr.pipelines.eval_faces import resize
+from survsr.pipelines.quality import MetricsConfig, decode_png, score_pair, sharpness
 from survsr.provenance import encode_png, sha256_bytes, write_png
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def load_zssr_config(config: str | None, overrides: list[str], scale: int):
     """The ZSSR model's config: the ``zssr:`` section of configs/zssr.yaml (or of the given file; a file
     that is just the model's keys also works) with the evaluation's overrides on top.
     Raises ImportError when the ZSSR model is not in this checkout."""
-    from models.zssr import ZSSRConfig
+    from survsr.models.zssr import ZSSRConfig
 
     from survsr.config import ConfigError, from_dict, parse_override, read_yaml, resolve_path
 
@@ -77,7 +77,7 @@ class Enhancer:
         import torch
 
         if self._generator is None:
-            from models.export import load_generator
+            from survsr.models.export import load_generator
 
             self._generator = load_generator(self.generator_path, "cpu")
             gscale = getattr(self._generator.cfg, "scale", self.scale)
@@ -90,7 +90,7 @@ class Enhancer:
         return (y[0].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
 
     def _zssr(self, lr: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
-        from models.zssr import super_resolve
+        from survsr.models.zssr import super_resolve
 
         from survsr.config import config_hash
 

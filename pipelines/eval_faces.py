@@ -4,7 +4,7 @@ Three kinds of input feed the three protocols:
 - an ingest output (``faces.parquet``): native crops (HR for the ground-truth protocol) and 32x32 LR crops
   (the real-footage protocol); a ZSSR output (``zssr.parquet``): the synthetic HR (the paper protocol);
 - folders of face images given by the user (HR faces, or native LR faces);
-- bundled real data when no manifest is given: the carphone clip (faces found by ``video.detect``) and the
+- bundled real data when no manifest is given: the carphone clip (faces found by ``survsr.video.detect``) and the
   astronaut photo in scikit-image.
 Every face carries its id, a source label and the SHA-256 of the file it came from, for the report.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.metrics import IMAGE_SUFFIXES, MetricError, read_rgb
+from survsr.pipelines.quality import IMAGE_SUFFIXES, MetricError, read_rgb
 from survsr.provenance import sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
@@ -243,8 +243,8 @@ def detect_video_faces(video: Path, *, label: str, stride: int, max_faces: int, 
     box already has ingest's margin), squared; when that module is not importable the protocol says so
     instead of failing."""
     try:
-        from video.decode import iter_frames
-        from video.detect import DetectorConfig, make_detector
+        from survsr.video.decode import iter_frames
+        from survsr.video.detect import DetectorConfig, make_detector
     except ImportError as exc:
         notes.append(f"{label}: face detection not available (video module: {exc}); give --faces DIR")
         return []

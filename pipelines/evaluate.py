@@ -9,7 +9,7 @@
    no-reference sharpness figure.
 
 ``run_evaluate`` is the plain function (the demo calls it); the per-face work runs on a Ray Data actor pool
-(``pipelines.eval_enhance``), or in-process with ``ray.enabled: false``. A stage whose inputs are missing is
+(``survsr.pipelines.eval_enhance``), or in-process with ``ray.enabled: false``. A stage whose inputs are missing is
 reported on the page, never a crash; bad inputs are skipped and listed, or (an empty folder, a missing
 manifest) are errors naming the input.
 """
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.eval_enhance import METHODS, load_zssr_config, run_local, run_ray
-from pipelines.eval_faces import (
+from survsr.pipelines.eval_enhance import METHODS, load_zssr_config, run_local, run_ray
+from survsr.pipelines.eval_faces import (
     DegradationConfig,
     EvaluateError,
     Face,
@@ -46,7 +46,7 @@ from pipelines.eval_faces import (
     square_hr,
     stable_seed,
 )
-from pipelines.metrics import MetricError, MetricsConfig, decode_png, read_rgb, sharpness
+from survsr.pipelines.quality import MetricError, MetricsConfig, decode_png, read_rgb, sharpness
 from survsr.config import config_hash, load, to_dict
 from survsr.provenance import (
     append_audit,
@@ -192,7 +192,7 @@ def _srgan_status(generator: str | Path | None) -> dict[str, Any]:
     if not path.is_file():
         return {"available": False, "reason": f"{path}: generator export not found", "path": str(path)}
     try:
-        from models.export import read_metadata
+        from survsr.models.export import read_metadata
 
         meta = read_metadata(path)
     except Exception as exc:  # noqa: BLE001 - a bad export is reported, the other methods go on
@@ -219,7 +219,7 @@ def _zssr_status(cfg: EvaluateConfig) -> dict[str, Any]:
     try:
         zcfg = load_zssr_config(cfg.zssr.config, list(cfg.zssr.set), cfg.scale)
     except ImportError as exc:
-        return {"available": False, "reason": f"ZSSR model not available (models.zssr: {exc})"}
+        return {"available": False, "reason": f"ZSSR model not available (survsr.models.zssr: {exc})"}
     # a ConfigError (typo in zssr.set) propagates: the user asked for something that cannot run
     return {"available": True, "config": to_dict(zcfg), "config_hash": config_hash(zcfg),
             "overrides": list(cfg.zssr.set), "seed": cfg.zssr.seed}
@@ -571,7 +571,7 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
     Returns the metrics dict (as in metrics.json) with ``"report"`` (and ``"report_path"``) = the path of
     index.html.
     Raises EvaluateError for arguments that cannot work (missing manifest, empty face folder)."""
-    from pipelines import report as report_mod
+    from survsr.pipelines import report as report_mod
 
     cfg = cfg or load_config(config, overrides)
     out = Path(out)

@@ -37,16 +37,16 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from survsr import metrics
+from survsr import telemetry
 from survsr.config import config_hash, from_dict, load, to_dict
 from survsr.provenance import (
     PROVENANCE_KEY, append_audit, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
     write_png,
 )
-from video.crops import CropConfig, crop, keep_crop, make_lr, sharpness
-from video.decode import Frame, VideoError, expand_inputs, is_url, iter_frames
-from video.detect import Detector, DetectorConfig, detect_sequence, make_detector
-from video.track import SelectConfig, TrackerConfig, link_tracks, select_best
+from survsr.video.crops import CropConfig, crop, keep_crop, make_lr, sharpness
+from survsr.video.decode import Frame, VideoError, expand_inputs, is_url, iter_frames
+from survsr.video.detect import Detector, DetectorConfig, detect_sequence, make_detector
+from survsr.video.track import SelectConfig, TrackerConfig, link_tracks, select_best
 
 log = logging.getLogger("survsr.ingest")
 
@@ -274,8 +274,8 @@ def process_video(source: str, out_dir: str | Path, cfg: IngestConfig, *, detect
             break
         found = chunk_detections(chunk, detector, cfg.crops)
         dets.extend(found)
-        metrics.frames_decoded(len(chunk))
-        metrics.faces_detected(len(found), detector=cfg.detector.kind)
+        telemetry.frames_decoded(len(chunk))
+        telemetry.faces_detected(len(found), detector=cfg.detector.kind)
         if frames.n // 1000 != (frames.n - len(chunk)) // 1000:  # long videos: a sign of life every 1000 frames
             log.info("%s: %d frames, %d faces so far", source, frames.n, len(dets))
     n = frames.n
@@ -460,8 +460,8 @@ class _DetectActor:
             images = np.frombuffer(r["pixels"], np.uint8).reshape(-1, r["height"], r["width"], 3)
             chunk = [Frame(index=i, time_s=t, image=img) for i, t, img in zip(meta["index"], meta["time_s"], images)]
             found = chunk_detections(chunk, self.detector, self.crops)
-            metrics.frames_decoded(len(chunk))
-            metrics.faces_detected(len(found), detector=self.kind)
+            telemetry.frames_decoded(len(chunk))
+            telemetry.faces_detected(len(found), detector=self.kind)
             for d in found:
                 out.append(_det_to_row(base, d))
         return _table(out)
@@ -692,7 +692,7 @@ def main(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
-if __name__ == "__main__":  # `ray job submit -- python -m pipelines.ingest INPUT... --out DIR`
+if __name__ == "__main__":  # `ray job submit -- python -m survsr.pipelines.ingest INPUT... --out DIR`
     import sys
 
     from survsr.cli import main as _cli_main

@@ -2,7 +2,7 @@
 
     survsr pipeline --config configs/pipeline.yaml [run_dir=runs/x] [key.sub=value ...]
     ray job submit --working-dir . --runtime-env-json '{"env_vars": {...}}' -- \
-        python -m pipelines.run --config configs/pipeline.yaml run_dir=/mnt/survsr/runs/x
+        python -m survsr.pipelines.run --config configs/pipeline.yaml run_dir=/mnt/survsr/runs/x
 
 Every stage writes into one run directory, ``RUN/<stage>/`` (``ingest``, ``zssr``, ``train``, ``evaluate``).
 When a stage finishes, a done-marker ``RUN/_markers/<stage>.json`` is written atomically, last: it holds the
@@ -319,12 +319,12 @@ def _small(res: Any) -> dict:
 
 
 STAGES: dict[str, Stage] = {
-    "ingest": Stage("ingest", "pipelines.ingest", "run_ingest", (), (), ("faces.parquet",), _call_ingest),
-    "zssr": Stage("zssr", "pipelines.zssr_pool", "run_zssr", ("ingest",), (), ("zssr.parquet",), _call_zssr),
+    "ingest": Stage("ingest", "survsr.pipelines.ingest", "run_ingest", (), (), ("faces.parquet",), _call_ingest),
+    "zssr": Stage("zssr", "survsr.pipelines.zssr_pool", "run_zssr", ("ingest",), (), ("zssr.parquet",), _call_zssr),
     # Training's worker count changes the per-worker batch, so its "ray" section stays in the key.
-    "train": Stage("train", "pipelines.train_srgan", "run_train", ("ingest", "zssr"), (),
+    "train": Stage("train", "survsr.pipelines.train_srgan", "run_train", ("ingest", "zssr"), (),
                    ("generator.safetensors", "train_meta.json"), _call_train, key_excludes=("debug", "inputs")),
-    "evaluate": Stage("evaluate", "pipelines.evaluate", "run_evaluate", ("ingest",), ("zssr", "train"),
+    "evaluate": Stage("evaluate", "survsr.pipelines.evaluate", "run_evaluate", ("ingest",), ("zssr", "train"),
                       ("index.html", "metrics.json"), _call_evaluate),
 }
 
@@ -403,9 +403,9 @@ class _StageClock:
     elapsed time, outcome "running") on the dashboard for the whole job."""
 
     def __init__(self, period_s: float = 2.0):
-        from survsr import metrics
+        from survsr import telemetry
 
-        self._metrics = metrics
+        self._metrics = telemetry
         self._values: dict[str, tuple[float, str]] = {}
         self._running: tuple[str, float] | None = None
         self._stop = threading.Event()
@@ -600,7 +600,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # `ray job submit ... -- python -m pipelines.run --config configs/pipeline.yaml`
+if __name__ == "__main__":  # `ray job submit ... -- python -m survsr.pipelines.run --config configs/pipeline.yaml`
     from survsr.cli import main as cli_main
 
     sys.exit(cli_main(["pipeline", *sys.argv[1:]]))

@@ -29,10 +29,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from models.losses import LossConfig
-from models.mediator import MediatorConfig, resolve_status
-from models.srgan import DiscriminatorConfig, GeneratorConfig
-from survsr import metrics as dashboard  # not `metrics`: the loop keeps a dict of that name
+from survsr.models.losses import LossConfig
+from survsr.models.mediator import MediatorConfig, resolve_status
+from survsr.models.srgan import DiscriminatorConfig, GeneratorConfig
+from survsr import telemetry
 from survsr.config import ConfigError, config_hash, from_dict, load, to_dict
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ STATE_FILE = "state.pt"
 # ---------------------------------------------------------------------------------------------- config
 @dataclass
 class InputsConfig:
-    # Only needed for `python -m pipelines.train_srgan --config ...` (ray job submit); CLI flags win.
+    # Only needed for `python -m survsr.pipelines.train_srgan --config ...` (ray job submit); CLI flags win.
     faces: str = ""
     zssr: str = ""
     out: str = ""
@@ -331,7 +331,7 @@ def heldout_metrics(G, held: dict[str, np.ndarray], device, scale: int) -> dict[
     from skimage.metrics import peak_signal_noise_ratio as psnr
     from skimage.metrics import structural_similarity as ssim
 
-    from models.losses import bicubic_down, bicubic_up
+    from survsr.models.losses import bicubic_down, bicubic_up
 
     if len(held["lr"]) == 0:
         return {}
@@ -410,7 +410,7 @@ class SRGANStep:
     def __call__(self, real, lr, pair, has_pair, *, do_d: bool, do_g: bool, adversarial: bool = True) -> dict:
         import torch
 
-        from models.losses import d_loss, g_losses
+        from survsr.models.losses import d_loss, g_losses
 
         dev = lr.device.type
         parts: dict[str, Any] = {}
@@ -451,8 +451,8 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import torch
 
-    from models.mediator import build_mediator
-    from models.srgan import Discriminator, Generator
+    from survsr.models.mediator import build_mediator
+    from survsr.models.srgan import Discriminator, Generator
 
     cfg = from_dict(TrainSRGANConfig, config["cfg"])
     out_dir = Path(config["out_dir"])
@@ -580,9 +580,9 @@ def train_loop_per_worker(config: dict) -> None:
                               "faces_per_s": faces_window / max(dt, 1e-9)})
                 t_window, faces_window = time.perf_counter(), 0
                 vals = {k: float(v) for k, v in parts.items()}
-                dashboard.train_losses({k: v for k, v in vals.items() if not k.startswith("d_real")
+                telemetry.train_losses({k: v for k, v in vals.items() if not k.startswith("d_real")
                                       and not k.startswith("d_fake")}, epoch=epoch)
-                dashboard.train_d_outputs(vals.get("d_real"), vals.get("d_fake"))
+                telemetry.train_d_outputs(vals.get("d_real"), vals.get("d_fake"))
             end_epoch = step % spe == 0
             want_ckpt = step % cfg.train.checkpoint_every == 0 or step == total
             if end_epoch or want_ckpt:
@@ -623,8 +623,8 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from models.export import save_generator
-    from models.srgan import Generator
+    from survsr.models.export import save_generator
+    from survsr.models.srgan import Generator
     from survsr.provenance import append_audit, atomic_write_json, code_version, library_versions
     from survsr.ray_utils import init_ray
 
@@ -760,7 +760,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # `ray job submit ... -- python -m pipelines.train_srgan --config ...`
+if __name__ == "__main__":  # `ray job submit ... -- python -m survsr.pipelines.train_srgan --config ...`
     import sys
 
     from survsr.cli import main as cli_main

@@ -51,7 +51,7 @@ def read_image_uint8(path: str | Path) -> np.ndarray:
 def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "zssr", scale: float = 2.0,
                   cfg=None, seed: int = 0, label: bool = True) -> dict:
     """Upscale each file into ``out_dir/<stem>.png``; returns {"written": [...], "failed": [{path, error}]}."""
-    from models.zssr import ZSSR, ZSSRConfig, bicubic_upscale
+    from survsr.models.zssr import ZSSR, ZSSRConfig, bicubic_upscale
     import dataclasses
 
     cfg = dataclasses.replace(cfg or ZSSRConfig(), scale=float(scale))
@@ -75,7 +75,7 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
                 out, info = engine.run(img, seed=seed, name=str(p))
             else:
                 out, info = bicubic_upscale(img, scale), {"device": "cpu"}
-        except ValueError as exc:  # ImageError and models.zssr.check_image both name the file
+        except ValueError as exc:  # ImageError and survsr.models.zssr.check_image both name the file
             msg = str(exc) if str(p) in str(exc) else f"{p}: {exc}"
             failed.append({"path": str(p), "error": msg})
             log.error("%s", msg)
@@ -128,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from survsr.cli import split_overrides
-    from pipelines.zssr_pool import ZSSRStageConfig
+    from survsr.pipelines.zssr_pool import ZSSRStageConfig
 
     split_overrides(args, "images")
     cfg = load(ZSSRStageConfig, args.config, args.overrides, default_name="zssr.yaml")

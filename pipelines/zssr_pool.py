@@ -1,7 +1,7 @@
 """``survsr zssr --faces DIR --out DIR2``: the synthetic HR set, one ZSSR network per LR face, on a Ray pool.
 
 Ray Data ``map_batches`` over ``DIR/faces.parquet`` with an ``ActorPoolStrategy``: each actor holds one batched
-engine (``models.zssr_batched.BatchedZSSR``) that trains a whole batch of faces' networks at once. Per face the
+engine (``survsr.models.zssr_batched.BatchedZSSR``) that trains a whole batch of faces' networks at once. Per face the
 actor writes ``DIR2/hr/<crop_id>.png`` (64x64, provenance inside) and then ``DIR2/records/<crop_id>.json``,
 both atomically; the record is the proof a face is done, so a re-run skips it (resume) and a face is never
 done twice. A failing face is retried alone, then reported in ``DIR2/zssr_failures.json``; the others go on.
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.zssr import ZSSRConfig
-from survsr import metrics
+from survsr.models.zssr import ZSSRConfig
+from survsr import telemetry
 from survsr.config import ConfigError, config_hash, from_dict, load, to_dict
 from survsr.provenance import (
     PROVENANCE_KEY, append_audit, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
@@ -116,7 +116,7 @@ class ZSSRWorker:
     def __init__(self, cfg: dict, faces_dir: str, out_dir: str, chash: str):
         import torch
 
-        from models.zssr_batched import BatchedZSSR
+        from survsr.models.zssr_batched import BatchedZSSR
 
         self.cfg = from_dict(ZSSRStageConfig, cfg)
         # Actors start with Python's default WARNING level: per-face progress lines would be dropped.
@@ -127,7 +127,7 @@ class ZSSRWorker:
         self.single = BatchedZSSR(self.cfg.zssr, slots=1, device=self.engine.device)
 
     def _load(self, row: dict) -> np.ndarray:
-        from pipelines.upscale import read_image_uint8
+        from survsr.pipelines.upscale import read_image_uint8
 
         p = Path(row["lr_path"])
         p = p if p.is_absolute() else self.faces_dir / p
@@ -168,7 +168,7 @@ class ZSSRWorker:
                 try:
                     self._write(rows[cid], face_seed(cid, self.cfg.pool.seed), out, info)
                     status[cid] = {"status": "done", "error": ""}
-                    metrics.zssr_face_done(int(info["iterations"]), device=str(info["device"]))
+                    telemetry.zssr_face_done(int(info["iterations"]), device=str(info["device"]))
                     log.info("zssr %s: %d iterations, final lr %.1e, %.1fs", cid, info["iterations"],
                              info["final_lr"], info["seconds"])
                 except Exception as exc:  # noqa: BLE001 - a write failure must not lose the batch
@@ -198,7 +198,7 @@ class ZSSRWorker:
                 attempts[cid] += 1
         for s in status.values():
             if s["status"] == "failed":  # failed for good (after the retries)
-                metrics.zssr_face_done(None, device=str(self.engine.device), ok=False)
+                telemetry.zssr_face_done(None, device=str(self.engine.device), ok=False)
         return pd.DataFrame([{"crop_id": cid, "status": status[cid]["status"], "error": status[cid]["error"],
                               "attempts": attempts.get(cid, 0)} for cid in rows])
 

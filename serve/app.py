@@ -39,9 +39,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve.engine import EngineConfig
-from serve.media import BadInput, decode_image, mark_crop
-from serve.schema import ServeArgs
+from survsr.serve.engine import EngineConfig
+from survsr.serve.media import BadInput, decode_image, mark_crop
+from survsr.serve.schema import ServeArgs
 from survsr.config import ConfigError, config_hash, from_dict, parse_override, to_dict
 
 log = logging.getLogger("survsr.serve")
@@ -58,7 +58,7 @@ class EnhancerModel:
     """Holds the generator; ``enhance_one`` is batched across concurrent callers."""
 
     def __init__(self, generator: str, engine: dict, max_batch_size: int, batch_wait_timeout_s: float):
-        from serve.engine import Enhancer
+        from survsr.serve.engine import Enhancer
 
         self.enhancer = Enhancer(generator, from_dict(EngineConfig, engine, "model.engine:"))
         self.enhance_one.set_max_batch_size(max_batch_size)
@@ -109,7 +109,7 @@ def _write_status(job_dir: Path, **fields: Any) -> None:
 
 def run_video_job(job_dir: str, input_name: str, mode: str, args_dict: dict, app_name: str) -> dict:
     """Body of a video job: decode + encode here, frames enhanced by the model deployment."""
-    from pipelines.enhance import EnhanceConfig, RayConfig, enhance_video, make_detector
+    from survsr.pipelines.enhance import EnhanceConfig, RayConfig, enhance_video, make_detector
 
     args = from_dict(ServeArgs, args_dict)
     jd = Path(job_dir)
@@ -167,7 +167,7 @@ api = FastAPI(
 
 
 class _RequestMetrics:
-    """ASGI middleware: request count by endpoint + status, and latency, for the dashboard (survsr.metrics).
+    """ASGI middleware: request count by endpoint + status, and latency, for the dashboard (survsr.telemetry).
     Endpoints are route templates (/v1/videos/{job_id}), so ids and scanners' paths cannot blow up the series."""
 
     def __init__(self, app):
@@ -176,7 +176,7 @@ class _RequestMetrics:
     async def __call__(self, scope, receive, send):
         if scope.get("type") != "http":
             return await self.app(scope, receive, send)
-        from survsr import metrics
+        from survsr import telemetry
 
         t0 = time.perf_counter()
         status = [500]
@@ -190,7 +190,7 @@ class _RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            metrics.serve_request(route, status[0], time.perf_counter() - t0)
+            telemetry.serve_request(route, status[0], time.perf_counter() - t0)
 
 
 api.add_middleware(_RequestMetrics)
@@ -334,7 +334,7 @@ class Ingress:
         out = await self.model.enhance_one.remote(img)
         from survsr.marking import mark_image
 
-        from serve.media import frame_marking
+        from survsr.serve.media import frame_marking
 
         # over the picture when it fits, added below it for images too small to carry the band
         marking = frame_marking(self._marking(label), out.shape[1], out.shape[0])
@@ -352,13 +352,13 @@ class Ingress:
 
         data, img = await self._read_image(request)
         if self._detector is None:
-            from pipelines.enhance import make_detector
+            from survsr.pipelines.enhance import make_detector
 
             self._detector = make_detector(self.args.faces)
         dets = await asyncio.to_thread(self._detector.detect, img)
         from dataclasses import replace
 
-        from pipelines.enhance import _expand_box
+        from survsr.pipelines.enhance import _expand_box
 
         h, w = img.shape[:2]
         boxes = [_expand_box(d.box, self.args.faces.margin, w, h) for d in dets
@@ -447,7 +447,7 @@ class Ingress:
 
     @api.post("/v1/streams", status_code=201, summary="start enhancing a live source (allow-listed prefixes)")
     async def start_stream_ep(self, request: Request) -> dict:
-        from serve.stream import StreamConfig, start_stream
+        from survsr.serve.stream import StreamConfig, start_stream
 
         self._auth(request)
         sc = self.args.streams
@@ -633,7 +633,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _start_streams(args: argparse.Namespace, app_name: str) -> dict:
-    from serve.stream import StreamConfig, start_stream
+    from survsr.serve.stream import StreamConfig, start_stream
     from survsr.config import from_dict as _fd
 
     out = {}

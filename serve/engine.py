@@ -92,7 +92,7 @@ class Enhancer:
     def __init__(self, generator_path: str | Path, cfg: EngineConfig | None = None):
         import torch
 
-        from models.export import load_generator
+        from survsr.models.export import load_generator
         from survsr.provenance import sha256_file
 
         self.cfg = cfg = cfg or EngineConfig()

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.enhance import FacesConfig, OutputConfig
-from serve.engine import EngineConfig
+from survsr.pipelines.enhance import FacesConfig, OutputConfig
+from survsr.serve.engine import EngineConfig
 from survsr.marking import MarkingConfig
 
 
@@ -70,7 +70,7 @@ class StreamsConfig:
     out_dir: str = "serve_streams"
     max_streams: int = 4
     num_cpus: float = 0.25  # per stream actor (decode + encode; the model runs in its deployment)
-    defaults: dict = field(default_factory=dict)  # serve.stream.StreamConfig fields for every stream
+    defaults: dict = field(default_factory=dict)  # survsr.serve.stream.StreamConfig fields for every stream
 
 
 @dataclass

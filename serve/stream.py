@@ -36,9 +36,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pipelines.enhance import OutputConfig
-from serve.media import frame_marking, mark_frame
-from survsr import metrics
+from survsr.pipelines.enhance import OutputConfig
+from survsr.serve.media import frame_marking, mark_frame
+from survsr import telemetry
 from survsr.marking import MarkingConfig, mark_document
 from survsr.provenance import PROVENANCE_KEY, atomic_write_json, provenance, sha256_file, stage_record
 
@@ -170,7 +170,7 @@ class SegmentWriter:
         self._frames += 1
 
     def _rotate(self, t: float, shape: tuple[int, ...]) -> None:
-        from serve.videoio import VideoWriter
+        from survsr.serve.videoio import VideoWriter
 
         self.close()
         name = f"seg_{self.index:05d}.{self.ext}"
@@ -297,8 +297,8 @@ class StreamProcessor:
         tag = re.sub(r"//[^/@]*@", "//", str(self.cfg.source))
         dropped = self.queue.dropped - getattr(self, "_dropped_reported", 0)
         self._dropped_reported = self.queue.dropped
-        metrics.stream_frames_enhanced(written, stream=tag)
-        metrics.stream_frames_dropped(dropped, stream=tag)
+        telemetry.stream_frames_enhanced(written, stream=tag)
+        telemetry.stream_frames_dropped(dropped, stream=tag)
 
     # -- reader side
     def _eof_reconnects(self) -> bool:
@@ -473,7 +473,7 @@ def _stream_actor_cls():
         def __init__(self, cfg_dict: dict, app_name: str):
             from ray import serve
 
-            from serve.app import MODEL_DEPLOYMENT
+            from survsr.serve.app import MODEL_DEPLOYMENT
             from survsr.config import from_dict
 
             cfg = from_dict(StreamConfig, cfg_dict)

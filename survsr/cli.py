@@ -12,16 +12,16 @@ import sys
 from survsr.config import ConfigError, is_override
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": ("pipelines.ingest", "decode videos, detect/track faces, write crops and faces.parquet"),
-    "zssr": ("pipelines.zssr_pool", "per-face zero-shot SR on a Ray actor pool -> synthetic HR set"),
-    "upscale": ("pipelines.upscale", "upscale still images (zssr or bicubic)"),
-    "train": ("pipelines.train_srgan", "train the SRGAN generator with Ray Train"),
-    "evaluate": ("pipelines.evaluate", "PSNR/SSIM protocols and the HTML report"),
-    "serve": ("serve.app", "run the enhancement service on Ray Serve"),
-    "enhance": ("pipelines.enhance", "enhance video archives (full frame, faces, side by side)"),
+    "ingest": ("survsr.pipelines.ingest", "decode videos, detect/track faces, write crops and faces.parquet"),
+    "zssr": ("survsr.pipelines.zssr_pool", "per-face zero-shot SR on a Ray actor pool -> synthetic HR set"),
+    "upscale": ("survsr.pipelines.upscale", "upscale still images (zssr or bicubic)"),
+    "train": ("survsr.pipelines.train_srgan", "train the SRGAN generator with Ray Train"),
+    "evaluate": ("survsr.pipelines.evaluate", "PSNR/SSIM protocols and the HTML report"),
+    "serve": ("survsr.serve.app", "run the enhancement service on Ray Serve"),
+    "enhance": ("survsr.pipelines.enhance", "enhance video archives (full frame, faces, side by side)"),
     "verify": ("survsr.verify", "check outputs against their provenance records"),
-    "pipeline": ("pipelines.run", "ingest -> zssr -> train -> evaluate as one job"),
-    "demo": ("pipelines.demo", "end-to-end demo on the bundled carphone video"),
+    "pipeline": ("survsr.pipelines.run", "ingest -> zssr -> train -> evaluate as one job"),
+    "demo": ("survsr.pipelines.demo", "end-to-end demo on the bundled carphone video"),
 }
 
 

@@ -182,7 +182,7 @@ class _VideoProbe:
                 stream = container.streams.video[0]
                 tb = stream.time_base
                 rate = stream.average_rate or stream.guessed_rate or 25
-                # Same clock as video.decode: seconds from the stream's start (first pts if unknown).
+                # Same clock as survsr.video.decode: seconds from the stream's start (first pts if unknown).
                 origin = stream.start_time
                 for frame in container.decode(stream):
                     i = len(self.times)
@@ -655,7 +655,7 @@ class Verifier:
             if method is None or img.shape[0] != img.shape[1]:
                 return  # a model output: its pixels are traced through its parents, not recomputed here
             try:
-                from video.crops import make_lr
+                from survsr.video.crops import make_lr
             except ImportError:
                 return
             crop, got = make_lr(np.ascontiguousarray(crop), img.shape[0])

@@ -3,12 +3,13 @@
 Launcher YAMLs go through the autoscaler's own ``prepare_config`` + ``validate_config`` (the first thing
 ``ray up`` does, before it talks to a cloud); KubeRay manifests are checked against the fields the RayJob and
 RayService CRDs require, their runtime env through ``RuntimeEnv`` and their Serve config through Serve's own
-``ServeDeploySchema``; the Grafana dashboard must chart every metric survsr/metrics.py defines.
+``ServeDeploySchema``; the Grafana dashboard must chart every metric survsr/telemetry.py defines.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import copy
 import json
 import re
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from survsr import metrics as M
+from survsr import telemetry as M
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -162,7 +163,7 @@ def test_rayjob_manifest():
     assert job["apiVersion"] == "ray.io/v1"
     spec = job["spec"]
     argv = shlex.split(spec["entrypoint"])
-    assert argv[:3] == ["python", "-m", "pipelines.run"]
+    assert argv[:3] == ["python", "-m", "survsr.pipelines.run"]
     assert (REPO / "pipelines" / "run.py").exists()
     cfg = argv[argv.index("--config") + 1]
     assert (REPO / "configs" / cfg).exists(), f"entrypoint config {cfg} not in configs/"
@@ -196,16 +197,15 @@ def test_rayservice_manifest_serves_the_project_app():
     assert schema.applications
     from survsr.config import from_dict
 
-    try:
-        from serve.schema import ServeArgs
-    except ImportError:  # the serve stage not installed: the import path check below still applies
-        ServeArgs = None
+    from survsr.serve.schema import ServeArgs
+
     for app in schema.applications:
-        if ServeArgs is not None:
-            from_dict(ServeArgs, app.args, "RayService args:")  # unknown / mistyped keys raise
+        from_dict(ServeArgs, app.args, "RayService args:")  # unknown / mistyped keys raise
     for app in schema.applications:
         module, _, attr = app.import_path.partition(":")
-        src = REPO / (module.replace(".", "/") + ".py")
+        spec_ = importlib.util.find_spec(module)
+        assert spec_ is not None and spec_.origin, f"{app.import_path}: module not found"
+        src = Path(spec_.origin)
         assert src.exists(), f"{app.import_path}: no {src}"
         names = {n.name for n in ast.walk(ast.parse(src.read_text()))
                  if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
@@ -260,7 +260,7 @@ def test_dockerfile_copies_existing_paths():
 def test_readme_gives_each_targets_commands():
     text = (CLUSTER / "README.md").read_text()
     for needle in ("ray up cluster/aws.yaml", "ray up cluster/gcp.yaml", "ray job submit",
-                   "--working-dir .", "--runtime-env-json", "python -m pipelines.run",
+                   "--working-dir .", "--runtime-env-json", "python -m survsr.pipelines.run",
                    "kubectl apply -f cluster/kuberay/rayjob-pipeline.yaml",
                    "kubectl apply -f cluster/kuberay/rayservice-serve.yaml", "grafana_dashboard.json",
                    "ray dashboard"):

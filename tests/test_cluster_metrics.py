@@ -1,4 +1,4 @@
-"""survsr/metrics.py: names, tags, the in-process tally, and no-op safety with and without Ray.
+"""survsr/telemetry.py: names, tags, the in-process tally, and no-op safety with and without Ray.
 
 That the metrics actually reach Ray's Prometheus endpoint under the documented names is checked on a real
 `ray start` cluster in tests/test_faults.py (the shared test Ray has no fast metrics export interval).
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from survsr import metrics as M
+from survsr import telemetry as M
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +75,7 @@ def test_bad_calls_are_errors_but_odd_values_are_not():
 
 def test_no_ray_import_outside_ray():
     """A plain function call must not pay for importing Ray just to count frames."""
-    code = ("import sys; from survsr import metrics as M; M.frames_decoded(3); M.serve_request('/x', 200, 0.1);"
+    code = ("import sys; from survsr import telemetry as M; M.frames_decoded(3); M.serve_request('/x', 200, 0.1);"
             "assert 'ray' not in sys.modules, 'ray imported'; print(M.total(M.FRAMES_DECODED))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -87,13 +87,11 @@ def test_records_inside_ray_workers(ray_session):
 
     @ray.remote(num_cpus=0)
     def work(n):
-        from survsr import metrics
-
-        metrics.frames_decoded(n)
-        metrics.zssr_face_done(256, device="cpu")
-        metrics.train_losses({"d": 0.5})
-        metrics.serve_request("/v1/enhance", 200, 0.01)
-        return metrics.total(metrics.FRAMES_DECODED), sorted(metrics._ray_metrics)
+                telemetry.frames_decoded(n)
+        telemetry.zssr_face_done(256, device="cpu")
+        telemetry.train_losses({"d": 0.5})
+        telemetry.serve_request("/v1/enhance", 200, 0.01)
+        return telemetry.total(telemetry.FRAMES_DECODED), sorted(telemetry._ray_metrics)
 
     total, registered = ray.get(work.remote(5))
     assert total == 5

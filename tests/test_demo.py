@@ -20,7 +20,7 @@ SMALL = [
 
 @pytest.mark.slow
 def test_demo_end_to_end(ray_session, carphone, tmp_path, capsys):
-    from pipelines.demo import run_demo, summary_lines
+    from survsr.pipelines.demo import run_demo, summary_lines
 
     before = {k: sha256_file(p) for k, p in carphone.items()}
     out = tmp_path / "demo"

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.enhance import EnhanceConfig, FacesConfig, RayConfig, run_enhance
-from serve.synthetic import make_clip
-from serve.videoio import read_frame_times
+from survsr.pipelines.enhance import EnhanceConfig, FacesConfig, RayConfig, run_enhance
+from survsr.serve.synthetic import make_clip
+from survsr.serve.videoio import read_frame_times
 from survsr.marking import MarkingConfig, label_present
 from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
 
@@ -20,8 +20,8 @@ from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
 def gen_path(tmp_path_factory) -> Path:
     import torch
 
-    from models.export import save_generator
-    from models.srgan import Generator, GeneratorConfig
+    from survsr.models.export import save_generator
+    from survsr.models.srgan import Generator, GeneratorConfig
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("gen") / "generator.safetensors"
@@ -143,7 +143,7 @@ def test_side_by_side_without_label(gen_path, clips, tmp_path):
 
 
 def test_faces_mode_on_carphone(gen_path, carphone, tmp_path):
-    pytest.importorskip("video.detect")
+    pytest.importorskip("survsr.video.detect")
     cfg = EnhanceConfig(mode="faces", max_frames=6, faces=FacesConfig(stride=2), ray=RayConfig(enabled=False))
     rep = run_enhance([carphone["pristine"]], gen_path, tmp_path, cfg)
     v = rep["videos"][0]
@@ -165,8 +165,8 @@ def test_faces_mode_on_carphone(gen_path, carphone, tmp_path):
 
 
 def test_model_failure_is_reported_and_tiny_frames_get_a_band_below(gen_path, clips, tmp_path):
-    from pipelines.enhance import enhance_video
-    from serve.engine import Enhancer
+    from survsr.pipelines.enhance import enhance_video
+    from survsr.serve.engine import Enhancer
 
     def broken(frames):
         raise RuntimeError("model replica died")

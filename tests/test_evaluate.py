@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.eval_faces import DegradationConfig, EvaluateError, degrade, folder_faces
-from pipelines.metrics import MetricError, MetricsConfig, read_rgb, score_pair, sharpness, ssim
+from survsr.pipelines.eval_faces import DegradationConfig, EvaluateError, degrade, folder_faces
+from survsr.pipelines.quality import MetricError, MetricsConfig, read_rgb, score_pair, sharpness, ssim
 
 REPO = Path(__file__).resolve().parents[1]
 SR_BENCH = REPO.parent / "shared" / "data" / "sr-benchmarks"
@@ -190,8 +190,8 @@ def stages(tmp_path_factory, carphone):
     import pandas as pd
     import torch
 
-    from models.export import save_generator
-    from models.srgan import Generator, GeneratorConfig
+    from survsr.models.export import save_generator
+    from survsr.models.srgan import Generator, GeneratorConfig
     from survsr.provenance import sha256_file, write_png, write_parquet_atomic
 
     root = tmp_path_factory.mktemp("stages")
@@ -236,7 +236,7 @@ TINY_ZSSR = "zssr.set=[max_iters=3,min_iters=1,back_projection_iters=0,output_fl
 
 
 def test_three_protocols_on_real_faces_with_ray(stages, tmp_path, ray_session):
-    from pipelines.evaluate import run_evaluate
+    from survsr.pipelines.evaluate import run_evaluate
 
     out = tmp_path / "report"
     res = run_evaluate(out, faces=stages["faces"], zssr=stages["zssr"], generator=stages["generator"],
@@ -306,7 +306,7 @@ def test_three_protocols_on_real_faces_with_ray(stages, tmp_path, ray_session):
 
 
 def test_ray_and_in_process_give_the_same_numbers(stages, tmp_path, ray_session):
-    from pipelines.evaluate import run_evaluate
+    from survsr.pipelines.evaluate import run_evaluate
 
     args = dict(faces=stages["faces"], generator=stages["generator"])
     sets = ["zssr.enabled=false", "real_footage.enabled=false", "ground_truth.astronaut=false"]
@@ -320,9 +320,9 @@ def test_ray_and_in_process_give_the_same_numbers(stages, tmp_path, ray_session)
 
 
 def test_missing_stages_are_reported_not_crashed(tmp_path, monkeypatch):
-    from pipelines.evaluate import run_evaluate
+    from survsr.pipelines.evaluate import run_evaluate
 
-    monkeypatch.setitem(sys.modules, "models.zssr", None)  # as if the ZSSR model were not in the checkout
+    monkeypatch.setitem(sys.modules, "survsr.models.zssr", None)  # as if the ZSSR model were not in the checkout
     hr_dir, lr_dir = tmp_path / "hr", tmp_path / "lr"
     hr_dir.mkdir()
     lr_dir.mkdir()
@@ -338,7 +338,7 @@ def test_missing_stages_are_reported_not_crashed(tmp_path, monkeypatch):
     P = res["protocols"]
     assert P["paper"]["status"] == "missing" and "--zssr" in P["paper"]["reason"]
     assert P["ground_truth"]["status"] == "ok" and P["real_footage"]["status"] == "ok"
-    assert res["methods"]["zssr"]["available"] is False and "models.zssr" in res["methods"]["zssr"]["reason"]
+    assert res["methods"]["zssr"]["available"] is False and "survsr.models.zssr" in res["methods"]["zssr"]["reason"]
     assert res["methods"]["srgan"]["available"] is False
     assert {r["method"] for r in P["ground_truth"]["rows"]} == {"nearest", "bicubic"}
     assert P["ground_truth"]["n_faces"] == 1
@@ -357,7 +357,7 @@ def test_identical_output_reported_as_inf_not_crash(stages, tmp_path):
     """A 'ZSSR output' that is exactly the bicubic upscale: PSNR infinite, reported as identical."""
     import pandas as pd
 
-    from pipelines.evaluate import run_evaluate
+    from survsr.pipelines.evaluate import run_evaluate
     from survsr.provenance import write_png, write_parquet_atomic
 
     zs = tmp_path / "zssr"
@@ -403,7 +403,7 @@ def test_cli_bad_inputs_exit_2_with_the_reason(tmp_path):
 
 def test_faces_detected_in_carphone_when_no_manifest_is_given(carphone):
     """Without --faces the ground-truth protocol finds its HR faces with the video module's detector."""
-    from pipelines.eval_faces import detect_video_faces
+    from survsr.pipelines.eval_faces import detect_video_faces
 
     notes: list[str] = []
     faces = detect_video_faces(carphone["pristine"], label="carphone pristine", stride=40, max_faces=3, notes=notes)

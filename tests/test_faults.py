@@ -78,7 +78,7 @@ def _alive_actors(class_part: str) -> list[dict]:
 
 def make_faces(out: Path, max_frames: int, best_k: int) -> Path:
     """Real ingest output (carphone pristine, plain in-process pipeline: no Ray needed)."""
-    from pipelines.ingest import load_config, run_ingest
+    from survsr.pipelines.ingest import load_config, run_ingest
     from survsr.data import carphone_paths
 
     cfg = load_config(None, [f"decode.max_frames={max_frames}", f"select.best_k={best_k}"])
@@ -116,7 +116,7 @@ def scenario_zssr_node_removed(args: dict) -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
-    from pipelines import zssr_pool
+    from survsr.pipelines import zssr_pool
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
@@ -167,7 +167,7 @@ def scenario_train_worker_killed(args: dict) -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
-    from pipelines import train_srgan
+    from survsr.pipelines import train_srgan
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
@@ -228,7 +228,7 @@ def scenario_serve_replica_killed(args: dict) -> dict:
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from serve.app import MODEL_DEPLOYMENT, build_app
+    from survsr.serve.app import MODEL_DEPLOYMENT, build_app
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
@@ -309,7 +309,7 @@ def _scrape(port: int) -> str:
 def scenario_ray_job_pipeline(args: dict) -> dict:
     """`ray start --head` on 127.0.0.1, the tiny pipeline through `ray job submit`, stopped once its first
     stage is done, re-submitted, run to SUCCEEDED; then the Prometheus endpoint is read."""
-    from survsr import metrics as M
+    from survsr import telemetry as M
 
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, **ENV, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
@@ -348,7 +348,7 @@ def scenario_ray_job_pipeline(args: dict) -> dict:
             return "UNKNOWN"
 
     runtime_env = json.dumps({"env_vars": ENV, "excludes": [".git", ".venv", "runs", "*.pyc", ".pytest_cache"]})
-    entry = ["--", "python", "-m", "pipelines.run", "--config", "configs/pipeline_tiny.yaml",
+    entry = ["--", "python", "-m", "survsr.pipelines.run", "--config", "configs/pipeline_tiny.yaml",
              f"run_dir={run_dir}", *args["overrides"]]
 
     def submit(tag: str) -> str:
@@ -502,8 +502,8 @@ if __name__ != "__main__":
         return make_faces(tmp_path_factory.mktemp("faults_faces"), max_frames=60, best_k=20)
 
     def test_zssr_pool_survives_node_removal(faces_dir, tmp_path):
-        pytest.importorskip("pipelines.zssr_pool", reason="the ZSSR stage (pipelines/zssr_pool.py) is not there")
-        from pipelines import run as pipeline_run
+        pytest.importorskip("survsr.pipelines.zssr_pool", reason="the ZSSR stage (pipelines/zssr_pool.py) is not there")
+        from survsr.pipelines import run as pipeline_run
 
         tiny = pipeline_run.load_config("pipeline_tiny.yaml").zssr
         # three single-CPU actors over two worker nodes, one face per batch: the node goes with work in flight
@@ -540,8 +540,8 @@ if __name__ != "__main__":
     def test_serve_replica_killed_is_replaced(tmp_path):
         import torch
 
-        from models.export import save_generator
-        from models.srgan import Generator, GeneratorConfig
+        from survsr.models.export import save_generator
+        from survsr.models.srgan import Generator, GeneratorConfig
 
         torch.manual_seed(0)
         gen = tmp_path / "generator.safetensors"

@@ -64,7 +64,7 @@ def _flip_byte(path: Path, offset: int | None = None) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, carphone, ray_session):
-    from pipelines.ingest import load_config, run_ingest
+    from survsr.pipelines.ingest import load_config, run_ingest
 
     root = tmp_path_factory.mktemp("forensics")
     inp = root / "input"
@@ -79,8 +79,8 @@ def runs(tmp_path_factory, carphone, ray_session):
         rep = run_ingest([src], run / "faces", cfg, use_ray=use_ray)
         assert rep["ok"] and rep["crops"] > 0
         out[name] = run
-    from pipelines.zssr_pool import load_config as zssr_config
-    from pipelines.zssr_pool import run_zssr
+    from survsr.pipelines.zssr_pool import load_config as zssr_config
+    from survsr.pipelines.zssr_pool import run_zssr
 
     zcfg = zssr_config(None, ZSSR_SET)
     faces_before = _tree_hashes(out["a"] / "faces")

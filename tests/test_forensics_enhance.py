@@ -29,9 +29,9 @@ def _tree_hashes(root: Path) -> dict[str, str]:
 def enhanced(tmp_path_factory, carphone):
     import torch
 
-    from models.export import save_generator
-    from models.srgan import Generator, GeneratorConfig
-    from pipelines.enhance import EnhanceConfig, run_enhance
+    from survsr.models.export import save_generator
+    from survsr.models.srgan import Generator, GeneratorConfig
+    from survsr.pipelines.enhance import EnhanceConfig, run_enhance
 
     root = tmp_path_factory.mktemp("enhance_forensics")
     inp = root / "input"

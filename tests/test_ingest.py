@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipelines.ingest import (
+from survsr.pipelines.ingest import (
     MANIFEST_COLUMNS, IngestConfig, SplitConfig, assign_splits, load_config, run_ingest,
 )
 from survsr import cli
 from survsr.config import ConfigError
 from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
-from video.synth import moving_face_frames, write_clip, write_noise_clip
+from survsr.video.synth import moving_face_frames, write_clip, write_noise_clip
 
 
 def _cfg(**select) -> IngestConfig:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import run as R
+from survsr.pipelines import run as R
 from survsr.config import ConfigError, load
 
 CALLS: dict[str, int] = {}
@@ -220,7 +220,7 @@ def test_only_runs_one_stage_on_top_of_done_upstream(fake_stages, tmp_path):
 
 def test_missing_stage_fails_clearly(fake_stages, tmp_path, monkeypatch, capsys):
     st = R.STAGES["zssr"]
-    monkeypatch.setitem(R.STAGES, "zssr", R.Stage("zssr", "pipelines.no_such_stage", "run_zssr", st.needs,
+    monkeypatch.setitem(R.STAGES, "zssr", R.Stage("zssr", "survsr.pipelines.no_such_stage", "run_zssr", st.needs,
                                                   st.uses, st.key_files, st.call))
     with pytest.raises(R.StageUnavailable, match=r"stage 'zssr' is not available: module "
                                                  r"pipelines\.no_such_stage does not exist"):

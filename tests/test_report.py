@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.report import render, training_curves_png, write_report
+from survsr.pipelines.report import render, training_curves_png, write_report
 from survsr.provenance import encode_png
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "",
@@ -110,7 +110,7 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tmp_path):
-    from pipelines.evaluate import run_evaluate
+    from survsr.pipelines.evaluate import run_evaluate
 
     # a real (small, in-process) evaluation: the astronaut and a carphone-sized face, no Ray, no ZSSR
     hr = tmp_path / "hr"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve.synthetic import make_clip
+from survsr.serve.synthetic import make_clip
 
 TOKEN = "test-token-123"
 
@@ -35,7 +35,7 @@ def _direct(gen_path: Path, img: np.ndarray) -> np.ndarray:
     """The generator called directly, without any of the serving code."""
     import torch
 
-    from models.export import load_generator
+    from survsr.models.export import load_generator
 
     g = load_generator(gen_path)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
@@ -48,8 +48,8 @@ def _direct(gen_path: Path, img: np.ndarray) -> np.ndarray:
 def gen_path(tmp_path_factory) -> Path:
     import torch
 
-    from models.export import save_generator
-    from models.srgan import Generator, GeneratorConfig
+    from survsr.models.export import save_generator
+    from survsr.models.srgan import Generator, GeneratorConfig
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("gen") / "generator.safetensors"
@@ -62,7 +62,7 @@ def server(ray_session, gen_path, tmp_path_factory):
     import httpx
     from ray import serve
 
-    from serve.app import build_app
+    from survsr.serve.app import build_app
     from survsr.provenance import sha256_bytes
 
     port = _free_port()
@@ -221,7 +221,7 @@ def test_bearer_token_required(server):
 
 
 def test_faces_endpoint_finds_astronaut_face(server):
-    pytest.importorskip("video.detect")
+    pytest.importorskip("survsr.video.detect")
     from PIL import Image
     from skimage import data
 
@@ -250,7 +250,7 @@ def _wait_job(c, job_id: str, timeout: float = 90) -> dict:
 def test_video_job_end_to_end(server, tmp_path):
     import av
 
-    from serve.videoio import read_frame_times
+    from survsr.serve.videoio import read_frame_times
 
     clip = make_clip(tmp_path / "clip.mp4", n=24, size=(64, 48), audio=True)
     c = server["client"]
@@ -297,7 +297,7 @@ def test_live_stream_through_the_service(server, tmp_path):
     import http.server
     import threading
 
-    from serve.videoio import read_frame_times
+    from survsr.serve.videoio import read_frame_times
 
     make_clip(tmp_path / "cam.ts", n=40, size=(64, 48), fps=25, format="mpegts")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
@@ -340,7 +340,7 @@ def test_serve_yaml_is_a_ray_serve_config_with_valid_args(gen_path):
     from ray._common.utils import import_attr
     from ray.serve.schema import ServeDeploySchema
 
-    from serve.app import build_app, read_serve_config
+    from survsr.serve.app import build_app, read_serve_config
     from survsr.config import CONFIG_DIR, ConfigError
 
     doc = yaml.safe_load((CONFIG_DIR / "serve.yaml").read_text())

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.export import load_generator, read_metadata, save_generator
-from models.losses import LossConfig, bicubic_down, d_loss, g_losses
-from models.mediator import (STATUS_IMAGENET, STATUS_OFF, STATUS_RANDOM, STATUS_RANDOM_FALLBACK, MediatorConfig,
+from survsr.models.export import load_generator, read_metadata, save_generator
+from survsr.models.losses import LossConfig, bicubic_down, d_loss, g_losses
+from survsr.models.mediator import (STATUS_IMAGENET, STATUS_OFF, STATUS_RANDOM, STATUS_RANDOM_FALLBACK, MediatorConfig,
                              build_mediator, feature_index, hub_cache_file, resolve_status)
-from models.srgan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from survsr.models.srgan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 
 
 def _tiny_g(**kw) -> Generator:
@@ -154,7 +154,7 @@ def test_export_roundtrip_identical_output(tmp_path):
 
 
 def test_update_schedules():
-    from pipelines.train_srgan import LoopConfig, phase
+    from survsr.pipelines.train_srgan import LoopConfig, phase
 
     k3 = LoopConfig(schedule="k_step", k=3, pretrain_steps=2)
     assert [phase(s, k3)[:2] for s in range(10)] == [(False, True)] * 2 + [(True, False)] * 3 + \
@@ -164,8 +164,8 @@ def test_update_schedules():
 
 
 def test_step_updates_only_the_scheduled_network():
-    from models.mediator import MediatorConfig, build_mediator
-    from pipelines.train_srgan import SRGANStep
+    from survsr.models.mediator import MediatorConfig, build_mediator
+    from survsr.pipelines.train_srgan import SRGANStep
 
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(channels=8, n_blocks=2))
@@ -192,7 +192,7 @@ def test_step_updates_only_the_scheduled_network():
 def test_global_bicubic_skip_starts_at_bicubic_and_learns():
     import torch.nn.functional as F
 
-    from models.srgan import Generator, GeneratorConfig
+    from survsr.models.srgan import Generator, GeneratorConfig
 
     torch.manual_seed(0)
     g = Generator(GeneratorConfig(n_blocks=2, channels=16, global_skip="bicubic"))

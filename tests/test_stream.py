@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve.stream import DropOldestQueue, ReconnectConfig, StreamConfig, StreamProcessor
-from serve.synthetic import make_clip
-from serve.videoio import read_frame_times
+from survsr.serve.stream import DropOldestQueue, ReconnectConfig, StreamConfig, StreamProcessor
+from survsr.serve.synthetic import make_clip
+from survsr.serve.videoio import read_frame_times
 from survsr.marking import MarkingConfig
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from models.export import load_generator, read_metadata
-from models.srgan import Generator, GeneratorConfig
-from pipelines.train_srgan import decode_rows, load_config, plan_data, resume_hash, run_train
+from survsr.models.export import load_generator, read_metadata
+from survsr.models.srgan import Generator, GeneratorConfig
+from survsr.pipelines.train_srgan import decode_rows, load_config, plan_data, resume_hash, run_train
 from survsr.provenance import write_parquet_atomic, write_png
 
 TINY = [

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from video.crops import make_lr, sharpness
-from video.decode import VideoError, expand_inputs, iter_frames, probe
-from video.detect import DetectorConfig, Detection, expand_box, iou, make_detector
-from video.synth import background, moving_face_frames, write_clip
-from video.track import SelectConfig, TrackerConfig, link_tracks, select_best
+from survsr.video.crops import make_lr, sharpness
+from survsr.video.decode import VideoError, expand_inputs, iter_frames, probe
+from survsr.video.detect import DetectorConfig, Detection, expand_box, iou, make_detector
+from survsr.video.synth import background, moving_face_frames, write_clip
+from survsr.video.track import SelectConfig, TrackerConfig, link_tracks, select_best
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,14 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
-from models.zssr import (
+from survsr.models.zssr import (
     LRState, ZSSRConfig, aug_draws, bicubic_upscale, decode_draw, dihedral, lr_policy, super_resolve,
     undo_dihedral,
 )
-from models.zssr_batched import BatchedZSSR
+from survsr.models.zssr_batched import BatchedZSSR
 
 REPO = Path(__file__).resolve().parents[1]
-# Face box on carphone frame 0 found once with video.detect's Haar detector (tight box 58,33,62,62); the test
+# Face box on carphone frame 0 found once with survsr.video.detect's Haar detector (tight box 58,33,62,62); the test
 # asks the detector again and falls back to this when it finds nothing.
 FACE_CENTER = (89, 64)
 
@@ -40,12 +40,12 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def face_pair(carphone):
-    from video.decode import iter_frames
+    from survsr.video.decode import iter_frames
 
     frame = next(iter(iter_frames(carphone["pristine"], max_frames=1))).image
     cx, cy = FACE_CENTER
     try:
-        from video.detect import make_detector
+        from survsr.video.detect import make_detector
 
         dets = make_detector().detect(frame)
         if dets:
@@ -98,7 +98,7 @@ def test_device_rng_matches_the_reference_bit_for_bit():
     generator as the numpy draws: int64 wrap-around must reproduce the uint64 arithmetic exactly."""
     import torch
 
-    from models.zssr import init_weights, init_weights_t, uniforms, uniforms_t
+    from survsr.models.zssr import init_weights, init_weights_t, uniforms, uniforms_t
 
     seeds = np.array([0, 1, 7, 2**31 - 1, 4_000_000_000, 123456789012])
     counters = np.array([0, 1, 2, 1000, 2**40 + 3, 2**62 + 5])
@@ -209,7 +209,7 @@ def test_given_kernel_and_non_integer_scale(tmp_path):
 
 
 def test_configs_match_the_schema():
-    from pipelines.zssr_pool import ZSSRStageConfig, load_config
+    from survsr.pipelines.zssr_pool import ZSSRStageConfig, load_config
 
     cfg = load_config("zssr.yaml")
     assert cfg.zssr == ZSSRConfig()  # the YAML states the paper/official defaults, nothing else

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipelines.zssr_pool import ZSSRStageConfig, load_config, run_zssr
+from survsr.pipelines.zssr_pool import ZSSRStageConfig, load_config, run_zssr
 from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file, write_png
 
 TINY = ["zssr.max_iters=6", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.learning_rate_policy_check_every=3",

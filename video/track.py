@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from video.detect import iou
+from survsr.video.detect import iou
 
 
 @dataclass
