@@ -87,7 +87,9 @@ def test_records_inside_ray_workers(ray_session):
 
     @ray.remote(num_cpus=0)
     def work(n):
-                telemetry.frames_decoded(n)
+        from survsr import telemetry
+
+        telemetry.frames_decoded(n)
         telemetry.zssr_face_done(256, device="cpu")
         telemetry.train_losses({"d": 0.5})
         telemetry.serve_request("/v1/enhance", 200, 0.01)
