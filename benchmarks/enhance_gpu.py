@@ -63,7 +63,7 @@ def carphone(a) -> int:
 
     from survsr.models.export import save_generator
     from survsr.models.srgan import Generator, GeneratorConfig
-    from survsr.pipelines.enhance import EnhanceConfig, RayConfig, run_enhance
+    from survsr.pipelines.enhance import EnhanceConfig, PoolConfig, run_enhance
     from survsr.serve.engine import EngineConfig
     from survsr.data import carphone_paths
 
@@ -74,7 +74,7 @@ def carphone(a) -> int:
             gen = str(Path(d) / "g.safetensors")
             save_generator(Generator(GeneratorConfig()), gen)
         cfg = EnhanceConfig(max_frames=a.carphone, engine=EngineConfig(device=a.device),
-                            ray=RayConfig(enabled=False))
+                            pool=PoolConfig(enabled=False))
         t0 = time.perf_counter()
         rep = run_enhance([carphone_paths()["distorted"]], gen, Path(d) / "out", cfg)
         dt = time.perf_counter() - t0

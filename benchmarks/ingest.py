@@ -96,9 +96,9 @@ def make_640_clip(path: Path, frames: int) -> Path:
 
 def run_ray_pipeline(path: str, max_frames: int | None) -> dict:
     from survsr.pipelines.ingest import load_config, run_ingest
-    from survsr.ray_utils import init_ray
+    from survsr.ray_utils import RayConfig, init_ray
 
-    init_ray(num_cpus=os.cpu_count())
+    init_ray(RayConfig(num_cpus=os.cpu_count()))
     cfg = load_config(None, [f"decode.max_frames={max_frames}"] if max_frames else [])
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()

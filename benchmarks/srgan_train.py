@@ -131,15 +131,15 @@ def make_toy_manifests(root: Path, n_train: int, n_test: int = 4):
 
 def bench_workers(args) -> list[dict]:
     from survsr.pipelines.train_srgan import load_config, run_train
-    from survsr.ray_utils import init_ray
+    from survsr.ray_utils import RayConfig, init_ray
 
-    init_ray(num_cpus=os.cpu_count())
+    init_ray(RayConfig(num_cpus=os.cpu_count()))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         n = max(64, 4 * args.batch * 2)
         faces, zssr = make_toy_manifests(Path(tmp), n)
         for workers in args.workers:
-            over = [f"ray.num_workers={workers}", f"ray.cpus_per_worker={args.cpus_per_worker}",
+            over = [f"scaling.num_workers={workers}", f"scaling.cpus_per_worker={args.cpus_per_worker}",
                     f"train.batch_size={args.batch}", f"train.max_steps={args.steps}", "train.log_every=1",
                     f"train.checkpoint_every={args.steps}", "train.schedule=alternate",
                     "mediator.weights=random", f"mediator.layer={args.layer}", "data.heldout_max=4"]
@@ -190,9 +190,9 @@ def bench_quality(args) -> dict:
     from survsr.models.export import load_generator
     from survsr.pipelines.train_srgan import load_config, run_train
     from survsr.provenance import write_parquet_atomic, write_png
-    from survsr.ray_utils import init_ray
+    from survsr.ray_utils import RayConfig, init_ray
 
-    init_ray(num_cpus=os.cpu_count())
+    init_ray(RayConfig(num_cpus=os.cpu_count()))
     crops = _carphone_faces()
     down = lambda im: np.asarray(Image.fromarray(im).resize((32, 32), Image.BICUBIC))  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,7 +207,7 @@ def bench_quality(args) -> dict:
                           "sha256": write_png(root / "zssr" / "hr" / f"{cid}.png", hr)})
         write_parquet_atomic(pd.DataFrame(rows), root / "faces" / "faces.parquet")
         write_parquet_atomic(pd.DataFrame(zrows), root / "zssr" / "zssr.parquet")
-        over = ["train.max_steps=%d" % args.steps, "ray.cpus_per_worker=%d" % (os.cpu_count() or 1),
+        over = ["train.max_steps=%d" % args.steps, "scaling.cpus_per_worker=%d" % (os.cpu_count() or 1),
                 *args.set]
         t0 = time.perf_counter()
         summary = run_train(root / "faces", root / "zssr", root / "run", load_config(args.config, over))
