@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
+
+from survsr.console import quiet_console
+from survsr.stage import Command
+
+log = logging.getLogger("survsr.demo")
 
 
 def demo_inputs() -> list[str]:
@@ -79,24 +85,26 @@ def summary_lines(run: Path, pipeline: dict[str, Any], enhance: dict[str, Any] |
 def run_demo(out: str | Path, overrides: list[str] | tuple = (), enhance_overrides: list[str] | tuple = ()
              ) -> dict[str, Any]:
     """Run the demo into ``out``; returns {"pipeline": summary, "enhance": report}."""
-    from survsr.pipelines.enhance import EnhanceConfig, run_enhance
+    from survsr.pipelines.enhance import load_config as load_enhance_config
+    from survsr.pipelines.enhance import run_enhance
     from survsr.pipelines.run import load_config, run_pipeline
-    from survsr.config import load
     from survsr.data import carphone_paths
     from survsr.ray_utils import init_ray
 
     out = Path(out)
     cfg = load_config("demo.yaml", [f"run_dir={out}", *overrides])
-    init_ray(address=cfg.ray.address or None, num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus)
+    init_ray(cfg.ray)
     pipeline = run_pipeline(cfg)
     generator = out / "train" / "generator.safetensors"
     enhance = None
     if generator.is_file():
-        ecfg = load(EnhanceConfig, "enhance_demo.yaml", enhance_overrides)
+        ecfg = load_enhance_config("enhance_demo.yaml", enhance_overrides)
+        log.info("enhance: the distorted clip through the trained generator -> %s", out / "enhance")
         enhance = run_enhance([carphone_paths()["distorted"]], generator, out / "enhance", ecfg)
     # Close the loop an analyst would: every output traces back to its source frame, untouched.
     from survsr.verify import exit_code, verify_paths
 
+    log.info("verify: every output back to its source frame")
     results = verify_paths([out], pixels=True)
     counts: dict[str, int] = {}
     for r in results:
@@ -118,6 +126,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     t0 = time.time()
     out = Path(args.out)
+    if not getattr(args, "verbose", False):
+        print(f"demo: full logs in {quiet_console(out / 'logs')} (survsr -v demo prints them here)", flush=True)
     res = run_demo(out, args.overrides, args.enhance_overrides)
     print("\n".join(summary_lines(out, res["pipeline"], res["enhance"])))
     v = res["verify"]
@@ -129,3 +139,6 @@ def main(args: argparse.Namespace) -> int:
     enhanced = (res["enhance"] or {}).get("done", 0) + (res["enhance"] or {}).get("skipped", 0)
     ok = res["pipeline"].get("ok") and enhanced >= 1 and v["exit_code"] == 0
     return 0 if ok else 1
+
+
+COMMAND = Command(name="demo", add_arguments=add_arguments, main=main)

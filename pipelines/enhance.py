@@ -33,6 +33,8 @@ from survsr.serve.engine import EngineConfig
 from survsr.serve.media import frame_marking, mark_crop, mark_frame, side_by_side
 from survsr.marking import MarkingConfig, mark_document, model_output_text
 from survsr.config import config_hash, from_dict, load, to_dict
+from survsr.ray_utils import use_address
+from survsr.stage import Stage
 from survsr.audit import audited
 from survsr.provenance import (PROVENANCE_KEY, atomic_path, atomic_write_json, provenance, sha256_file,
                                stage_record, write_png)
@@ -69,9 +71,8 @@ class FacesConfig:
 
 
 @dataclass
-class RayConfig:
+class PoolConfig:
     enabled: bool = True  # False: a plain loop in this process (no Ray)
-    address: str | None = None
     actors: int = 1  # videos enhanced in parallel, each actor holds one generator
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -86,7 +87,7 @@ class EnhanceConfig:
     label: MarkingConfig = field(default_factory=MarkingConfig)  # visible AI-ENHANCED band (survsr.marking)
     output: OutputConfig = field(default_factory=OutputConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -95,12 +96,14 @@ class EnhanceConfig:
             raise ValueError("batch_size must be >= 1")
 
 
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> EnhanceConfig:
+    return load(EnhanceConfig, path, list(overrides), default_name="enhance.yaml")
+
+
 def output_hash(cfg: EnhanceConfig) -> str:
-    """Hash of the settings that shape the output; where it ran (``ray``) does not, so a resume under
+    """The stage's identity: the settings that shape the output; the actor pool does not, so a resume under
     different parallelism still recognises finished videos."""
-    d = to_dict(cfg)
-    d.pop("ray", None)
-    return config_hash(d)
+    return config_hash({k: v for k, v in to_dict(cfg).items() if k != "pool"})
 
 
 class _NoFrames(Exception):
@@ -472,7 +475,7 @@ def run_enhance(inputs: Sequence[str | Path], generator_path: str | Path, out_di
                  "config": to_dict(cfg)}
     # the audit line is written however the job ends (done, error, interrupted), with input/output hashes
     with audited(out_dir, "enhance", arguments, output_hash(cfg), inputs=[*paths, generator_path]) as job:
-        if cfg.ray.enabled:
+        if cfg.pool.enabled:
             entries = _run_ray(paths, generator_path, out_dir, cfg)
         else:
             from survsr.serve.engine import Enhancer
@@ -505,13 +508,13 @@ def run_enhance(inputs: Sequence[str | Path], generator_path: str | Path, out_di
 def _run_ray(paths: list[Path], generator_path: Path, out_dir: Path, cfg: EnhanceConfig) -> list[dict]:
     from survsr.ray_utils import init_ray
 
-    ray = init_ray(address=cfg.ray.address)
+    ray = init_ray()
     if not paths:
         return []
     ds = ray.data.from_items([{"path": str(p)} for p in paths])
     ds = ds.map(_VideoActor, fn_constructor_args=(str(generator_path), str(out_dir.resolve()), to_dict(cfg)),
-                compute=ray.data.ActorPoolStrategy(size=max(1, min(cfg.ray.actors, len(paths)))),
-                num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus or None)
+                compute=ray.data.ActorPoolStrategy(size=max(1, min(cfg.pool.actors, len(paths)))),
+                num_cpus=cfg.pool.num_cpus, num_gpus=cfg.pool.num_gpus or None)
     entries = []
     for i, row in enumerate(ds.iter_rows()):
         rep = json.loads(row["report"])
@@ -523,7 +526,7 @@ def _run_ray(paths: list[Path], generator_path: Path, out_dir: Path, cfg: Enhanc
 # ---------------------------------------------------------------- CLI
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from survsr.cli import add_config_args
+    from survsr.config import add_config_args
 
     parser.add_argument("inputs", nargs="+", help="video files or directories (plus optional key=value overrides)")
     parser.add_argument("--out", required=True, help="output directory")
@@ -531,11 +534,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default=None, help="overrides the config's mode")
     parser.add_argument("--no-label", action="store_true", help="do not burn the AI-ENHANCED label in")
     parser.add_argument("--no-ray", action="store_true", help="plain loop in this process")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
     add_config_args(parser, "enhance.yaml")
 
 
 def main(args: argparse.Namespace) -> int:
-    from survsr.cli import split_overrides
+    from survsr.config import split_overrides
 
     split_overrides(args, "inputs")
     overrides = list(args.overrides)
@@ -544,8 +548,9 @@ def main(args: argparse.Namespace) -> int:
     if args.no_label:
         overrides.append("label.enabled=false")
     if args.no_ray:
-        overrides.append("ray.enabled=false")
-    cfg = load(EnhanceConfig, args.config, overrides, default_name="enhance.yaml")
+        overrides.append("pool.enabled=false")
+    cfg = load_config(args.config, overrides)
+    use_address(args.address)
     if not args.inputs:
         print("survsr enhance: no inputs given")
         return 2
@@ -555,3 +560,7 @@ def main(args: argparse.Namespace) -> int:
         if e["status"] in ("failed", "partial"):
             print(f"  {e['status']}: {e.get('reason')}")
     return 0 if (report["done"] + report["skipped"] + report["partial"]) or not report["inputs"] else 1
+
+
+STAGE = Stage(name="enhance", add_arguments=add_arguments, main=main, load_config=load_config,
+              identity=output_hash, run=run_enhance)

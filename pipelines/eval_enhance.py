@@ -184,14 +184,14 @@ def run_local(items: list[dict], **enhancer_kwargs) -> list[dict]:
     return rows
 
 
-def run_ray(items: list[dict], *, actors: int, batch_size: int, address: str | None = None,
+def run_ray(items: list[dict], *, actors: int, batch_size: int,
             **enhancer_kwargs) -> list[dict]:
     """The same work on a Ray Data actor pool; rows come back in no particular order (callers sort)."""
     import ray.data
 
     from survsr.ray_utils import init_ray
 
-    init_ray(address=address)
+    init_ray()
     size = max(1, min(actors, len(items)))
     # Many small blocks: one ZSSR face costs seconds, so work must spread over the actors evenly.
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), size * 4)))

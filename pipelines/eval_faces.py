@@ -240,14 +240,10 @@ def astronaut_face() -> Face:
 
 def detect_video_faces(video: Path, *, label: str, stride: int, max_faces: int, notes: list[str]) -> list[Face]:
     """Largest face per sampled frame, through the video module's decoder and detector (the detector's
-    box already has ingest's margin), squared; when that module is not importable the protocol says so
-    instead of failing."""
-    try:
-        from survsr.video.decode import iter_frames
-        from survsr.video.detect import DetectorConfig, make_detector
-    except ImportError as exc:
-        notes.append(f"{label}: face detection not available (video module: {exc}); give --faces DIR")
-        return []
+    box already has ingest's margin), squared."""
+    from survsr.video.decode import iter_frames
+    from survsr.video.detect import DetectorConfig, make_detector
+
     detector = make_detector(DetectorConfig())
     video_sha = sha256_file(video)
     found = []

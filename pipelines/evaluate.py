@@ -48,6 +48,8 @@ from survsr.pipelines.eval_faces import (
 )
 from survsr.pipelines.quality import MetricError, MetricsConfig, decode_png, read_rgb, sharpness
 from survsr.config import config_hash, load, to_dict
+from survsr.ray_utils import use_address
+from survsr.stage import Stage
 from survsr.provenance import (
     append_audit,
     atomic_write,
@@ -75,11 +77,10 @@ class ZSSREvalConfig:
 
 
 @dataclass
-class RayConfig:
+class PoolConfig:
     enabled: bool = True  # false: the same work in this process (no Ray)
     actors: int = 2
     batch_size: int = 2  # faces per batch; small because one ZSSR face costs seconds on CPU
-    address: str | None = None
 
 
 @dataclass
@@ -164,7 +165,7 @@ class EvaluateConfig:
     seed: int = 0
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     zssr: ZSSREvalConfig = field(default_factory=ZSSREvalConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     ground_truth: GroundTruthConfig = field(default_factory=GroundTruthConfig)
     real_footage: RealFootageConfig = field(default_factory=RealFootageConfig)
@@ -180,6 +181,11 @@ class EvaluateConfig:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> EvaluateConfig:
     return load(EvaluateConfig, path, list(overrides), default_name="evaluate.yaml")
+
+
+def identity(cfg: EvaluateConfig) -> str:
+    """The stage's identity: every setting but the actor pool (it keys the report and the pipeline marker)."""
+    return config_hash({k: v for k, v in to_dict(cfg).items() if k != "pool"})
 
 
 # ---------------------------------------------------------------- methods available
@@ -216,11 +222,8 @@ def _srgan_status(generator: str | Path | None) -> dict[str, Any]:
 def _zssr_status(cfg: EvaluateConfig) -> dict[str, Any]:
     if not cfg.zssr.enabled:
         return {"available": False, "reason": "disabled in the config (zssr.enabled: false)"}
-    try:
-        zcfg = load_zssr_config(cfg.zssr.config, list(cfg.zssr.set), cfg.scale)
-    except ImportError as exc:
-        return {"available": False, "reason": f"ZSSR model not available (survsr.models.zssr: {exc})"}
     # a ConfigError (typo in zssr.set) propagates: the user asked for something that cannot run
+    zcfg = load_zssr_config(cfg.zssr.config, list(cfg.zssr.set), cfg.scale)
     return {"available": True, "config": to_dict(zcfg), "config_hash": config_hash(zcfg),
             "overrides": list(cfg.zssr.set), "seed": cfg.zssr.seed}
 
@@ -590,7 +593,7 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
     if out.resolve() in inputs_dirs:
         raise EvaluateError(f"{out}: the report directory must not be an input directory")
     out.mkdir(parents=True, exist_ok=True)
-    chash = config_hash(cfg)
+    chash = identity(cfg)
 
     srgan = _srgan_status(generator)
     zstat = _zssr_status(cfg)
@@ -612,12 +615,11 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
                       metrics=to_dict(cfg.metrics), cache_dir=str(out / "cache" / "zssr"))
     n_zssr = sum("zssr" in it["methods"].split(",") and it["pre_zssr_png"] is None for it in plan.items)
     log.info("evaluating %d faces (%d ZSSR runs) %s", len(plan.items), n_zssr,
-             "on a Ray Data actor pool" if cfg.ray.enabled else "in-process")
+             "on a Ray Data actor pool" if cfg.pool.enabled else "in-process")
     rows: list[dict] = []
     if plan.items:
-        if cfg.ray.enabled:
-            rows = run_ray(plan.items, actors=cfg.ray.actors, batch_size=cfg.ray.batch_size,
-                           address=cfg.ray.address, **enh_kwargs)
+        if cfg.pool.enabled:
+            rows = run_ray(plan.items, actors=cfg.pool.actors, batch_size=cfg.pool.batch_size, **enh_kwargs)
         else:
             rows = run_local(plan.items, **enh_kwargs)
     # Ray Data gives no order guarantee: everything downstream is sorted by key.
@@ -713,7 +715,7 @@ def _write_report_sidecars(out: Path, inputs: list[dict], record: dict) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from survsr.cli import add_config_args
+    from survsr.config import add_config_args
 
     parser.add_argument("--faces", default=None, help="ingest output dir (faces.parquet)")
     parser.add_argument("--zssr", default=None, help="ZSSR output dir (zssr.parquet): the paper protocol")
@@ -724,6 +726,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folders of native LR face images for the real-footage protocol")
     parser.add_argument("--out", required=True, help="report directory (index.html, metrics.json/.csv)")
     parser.add_argument("--no-ray", action="store_true", help="run in this process instead of on Ray")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
     parser.add_argument("inputs", nargs="*", help="config overrides key.sub=value")
     add_config_args(parser, "evaluate.yaml")
 
@@ -731,14 +734,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import sys
 
-    from survsr.cli import split_overrides
+    from survsr.config import split_overrides
 
     split_overrides(args, "inputs")
     if args.inputs:
         print(f"survsr evaluate: unexpected arguments {args.inputs} (inputs are given with --faces, --zssr, "
               f"--generator, --faces-hr, --faces-lr)", file=sys.stderr)
         return 2
-    cfg = load_config(args.config, args.overrides + (["ray.enabled=false"] if args.no_ray else []))
+    cfg = load_config(args.config, args.overrides + (["pool.enabled=false"] if args.no_ray else []))
+    use_address(args.address)
     try:
         result = run_evaluate(args.out, faces=args.faces, zssr=args.zssr, generator=args.generator,
                               faces_hr=args.faces_hr, faces_lr=args.faces_lr, cfg=cfg)
@@ -756,3 +760,7 @@ def main(args: argparse.Namespace) -> int:
                       f"PSNR-Y {s['psnr_y_mean']:.2f} dB  SSIM-Y {s['ssim_y_mean']:.4f}")
     print(f"report: {result['report_path']}")
     return 0
+
+
+STAGE = Stage(name="evaluate", add_arguments=add_arguments, main=main, load_config=load_config, identity=identity,
+              run=run_evaluate)

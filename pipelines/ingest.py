@@ -39,6 +39,8 @@ import numpy as np
 
 from survsr import telemetry
 from survsr.config import config_hash, from_dict, load, to_dict
+from survsr.ray_utils import use_address
+from survsr.stage import Stage
 from survsr.provenance import (
     PROVENANCE_KEY, append_audit, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
     write_png,
@@ -94,10 +96,10 @@ class SplitConfig:
 
 
 @dataclass
-class RayConfig:
+class PoolConfig:
+    """Parallelism only: changing it never changes a crop (left out of the stage's identity)."""
+
     enabled: bool = True  # false = plain in-process pipeline (same outputs, no Ray)
-    address: str | None = None  # join this cluster (else $RAY_ADDRESS, else start a local one)
-    num_cpus: int | None = None  # for a local Ray only
     detect_actors: int = 0  # detector actor pool size; 0 = cluster CPUs - 1 (at least 1)
     detect_cpus: float = 1.0  # CPUs reserved per detector actor
     decode_cpus: float = 0.5  # CPUs reserved per decoding task (decoding is lighter than detection)
@@ -112,12 +114,13 @@ class IngestConfig:
     select: SelectConfig = field(default_factory=SelectConfig)
     crops: CropConfig = field(default_factory=CropConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
 
 
 def output_hash(cfg: IngestConfig) -> str:
-    """Hash of the settings that change a video's crops (not parallelism, not the split)."""
-    return config_hash({k: to_dict(getattr(cfg, k)) for k in ("decode", "detector", "tracker", "select", "crops")})
+    """The stage's identity: every setting but parallelism. It keys each video's done-marker and the
+    pipeline's ingest marker alike (the split is in it: it changes the manifest)."""
+    return config_hash({k: v for k, v in to_dict(cfg).items() if k != "pool"})
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> IngestConfig:
@@ -505,14 +508,14 @@ def _ray_wave(videos: list[dict], out_dir: Path, cfg: IngestConfig) -> dict[str,
     import ray
 
     n_cpus = int(ray.cluster_resources().get("CPU", 1))
-    actors = cfg.ray.detect_actors or max(1, n_cpus - 1)
-    threads = max(1, int(round(cfg.ray.detect_cpus)))
+    actors = cfg.pool.detect_actors or max(1, n_cpus - 1)
+    threads = max(1, int(round(cfg.pool.detect_cpus)))
     h = output_hash(cfg)
     ds = ray.data.from_items(videos, override_num_blocks=len(videos))
-    ds = ds.map_batches(_decode_udf, batch_size=1, batch_format="pyarrow", num_cpus=cfg.ray.decode_cpus,
+    ds = ds.map_batches(_decode_udf, batch_size=1, batch_format="pyarrow", num_cpus=cfg.pool.decode_cpus,
                         fn_kwargs={"decode": to_dict(cfg.decode)})
     ds = ds.map_batches(_DetectActor, batch_size=1, batch_format="pyarrow",
-                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cfg.ray.detect_cpus,
+                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cfg.pool.detect_cpus,
                         fn_constructor_kwargs={"detector": to_dict(cfg.detector), "crops": to_dict(cfg.crops),
                                                "threads": threads})
     ds = ds.groupby("video_id", num_partitions=max(1, len(videos))).map_groups(_select_udf, batch_format="pyarrow",
@@ -540,7 +543,7 @@ def run_ingest(inputs: Iterable[str | os.PathLike], out_dir: str | Path, cfg: In
     name, with the reason) and skipped. ``report["ok"]`` is False when none of the inputs could be processed.
     """
     cfg = cfg or IngestConfig()
-    use_ray = cfg.ray.enabled if use_ray is None else use_ray
+    use_ray = cfg.pool.enabled if use_ray is None else use_ray
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -598,8 +601,8 @@ def run_ingest(inputs: Iterable[str | os.PathLike], out_dir: str | Path, cfg: In
     if todo and use_ray:
         from survsr.ray_utils import init_ray
 
-        init_ray(address=cfg.ray.address, num_cpus=cfg.ray.num_cpus)
-        waves = [todo[i:i + cfg.ray.wave_videos] for i in range(0, len(todo), max(1, cfg.ray.wave_videos))]
+        init_ray()
+        waves = [todo[i:i + cfg.pool.wave_videos] for i in range(0, len(todo), max(1, cfg.pool.wave_videos))]
         for w, wave in enumerate(waves, 1):
             log.info("ingest wave %d/%d: %d videos on Ray Data", w, len(waves), len(wave))
             results = _ray_wave(wave, out_dir, cfg)
@@ -659,7 +662,7 @@ def build_report(df, markers, splits, cfg, failed, processed, skipped, sources, 
 
 # ------------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from survsr.cli import add_config_args
+    from survsr.config import add_config_args
 
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="video files, directories, globs or rtsp/http URLs (and key=value overrides)")
@@ -672,15 +675,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import sys
 
-    from survsr.cli import split_overrides
+    from survsr.config import split_overrides
 
     split_overrides(args, "inputs")
     if not args.inputs:
         print("survsr ingest: no INPUT given (video files, directories, globs or URLs)", file=sys.stderr)
         return 2
     cfg = load_config(args.config, args.overrides)
-    if args.address:
-        cfg.ray.address = args.address
+    use_address(args.address)
     report = run_ingest(args.inputs, args.out, cfg, use_ray=False if args.no_ray else None)
     print(f"ingest: {report['videos_done']} videos done, {report['frames']} frames, {report['faces']} faces, "
           f"{report['tracks']} tracks, {report['crops']} crops "
@@ -692,9 +694,13 @@ def main(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+STAGE = Stage(name="ingest", add_arguments=add_arguments, main=main, load_config=load_config, identity=output_hash,
+              run=run_ingest)
+
+
 if __name__ == "__main__":  # `ray job submit -- python -m survsr.pipelines.ingest INPUT... --out DIR`
     import sys
 
-    from survsr.cli import main as _cli_main
+    from survsr.stage import run_command
 
-    sys.exit(_cli_main(["ingest", *sys.argv[1:]]))
+    sys.exit(run_command(STAGE, sys.argv[1:]))

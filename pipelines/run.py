@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -34,19 +32,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-from survsr.config import ConfigError, config_hash, load, to_dict
+from survsr.config import ConfigError, load, to_dict
+from survsr.console import quiet_console
+from survsr.pipelines import evaluate, ingest, train_srgan, zssr_pool
 from survsr.provenance import append_audit, atomic_write_json, now_iso, sha256_file
+from survsr.ray_utils import RayConfig, init_ray
+from survsr.stage import Command, Stage
 
 log = logging.getLogger("survsr.pipeline")
 
 STAGE_ORDER = ("ingest", "zssr", "train", "evaluate")
 MARKERS = "_markers"
-
-
-class StageUnavailable(RuntimeError):
-    """A stage's module or function is not there (not implemented / not installed)."""
 
 
 class StageFailed(RuntimeError):
@@ -61,20 +59,13 @@ class StageConfig:
 
 
 @dataclass
-class PipelineRayConfig:
-    address: str = ""  # join this cluster; "" = $RAY_ADDRESS (set by `ray job submit`) or an embedded Ray
-    num_cpus: Optional[int] = None  # embedded Ray only
-    num_gpus: Optional[int] = None
-
-
-@dataclass
 class PipelineConfig:
     run_dir: str = "runs/pipeline"  # local path or pyarrow filesystem URI (s3://, gs://, file://)
     staging_dir: str = ""  # URI run dirs: local working copy ("" = ~/.cache/survsr/staging/<hash of run_dir>)
     inputs: list[str] = field(default_factory=lambda: ["carphone"])  # videos/dirs/globs/URLs; carphone[:kind]
     stages: list[str] = field(default_factory=lambda: list(STAGE_ORDER))
     verify_outputs: bool = True  # re-hash a done stage's key files before trusting its marker
-    ray: PipelineRayConfig = field(default_factory=PipelineRayConfig)
+    ray: RayConfig = field(default_factory=RayConfig)  # the job's one Ray connection (stages have none)
     ingest: StageConfig = field(default_factory=StageConfig)
     zssr: StageConfig = field(default_factory=StageConfig)
     train: StageConfig = field(default_factory=lambda: StageConfig(config="srgan.yaml"))
@@ -244,18 +235,20 @@ class RunDir:
 
 
 # ---------------------------------------------------------------------------------------------- stages
-@dataclass
-class Stage:
-    name: str
-    module: str
-    function: str
+@dataclass(frozen=True)
+class Step:
+    """A stage's place in the pipeline: what it needs upstream and which of its files prove it done. Its
+    marker key comes from the stage's own ``identity`` (the hash its own resume uses)."""
+
+    stage: Stage
     needs: tuple[str, ...]  # upstream stages that must be done
     uses: tuple[str, ...]  # upstream stages used when done (evaluation reports what is missing)
     key_files: tuple[str, ...]  # relative to the stage dir; hashed into the marker and the next stages' keys
-    call: Callable[..., dict]  # (fn, stage_cfg, ctx) -> summary dict
-    # Top-level config sections that do not change the outputs (parallelism, fault injection): left out of
-    # the stage key so that running the same work with more actors does not count as a new config.
-    key_excludes: tuple[str, ...] = ("ray",)
+    call: Callable[..., dict]  # (stage.run, stage_cfg, ctx) -> summary dict
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
 
 
 def _resolve_inputs(inputs: list[str]) -> list[str]:
@@ -318,46 +311,21 @@ def _small(res: Any) -> dict:
     return {k: v for k, v in res.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-STAGES: dict[str, Stage] = {
-    "ingest": Stage("ingest", "survsr.pipelines.ingest", "run_ingest", (), (), ("faces.parquet",), _call_ingest),
-    "zssr": Stage("zssr", "survsr.pipelines.zssr_pool", "run_zssr", ("ingest",), (), ("zssr.parquet",), _call_zssr),
-    # Training's worker count changes the per-worker batch, so its "ray" section stays in the key.
-    "train": Stage("train", "survsr.pipelines.train_srgan", "run_train", ("ingest", "zssr"), (),
-                   ("generator.safetensors", "train_meta.json"), _call_train, key_excludes=("debug", "inputs")),
-    "evaluate": Stage("evaluate", "survsr.pipelines.evaluate", "run_evaluate", ("ingest",), ("zssr", "train"),
-                      ("index.html", "metrics.json"), _call_evaluate),
+STEPS: dict[str, Step] = {
+    "ingest": Step(ingest.STAGE, (), (), ("faces.parquet",), _call_ingest),
+    "zssr": Step(zssr_pool.STAGE, ("ingest",), (), ("zssr.parquet",), _call_zssr),
+    "train": Step(train_srgan.STAGE, ("ingest", "zssr"), (), ("generator.safetensors", "train_meta.json"),
+                  _call_train),
+    "evaluate": Step(evaluate.STAGE, ("ingest",), ("zssr", "train"), ("index.html", "metrics.json"), _call_evaluate),
 }
 
 
-def stage_config_hash(stage: Stage, scfg) -> str:
-    d = to_dict(scfg) if dataclasses.is_dataclass(scfg) else dict(scfg)
-    return config_hash({k: v for k, v in d.items() if k not in stage.key_excludes})
-
-
-def stage_module(stage: Stage):
+def load_stage_config(step: Step, sc: StageConfig):
+    """The stage's validated config (its own schema and defaults), named by stage in errors."""
     try:
-        mod = importlib.import_module(stage.module)
-    except ModuleNotFoundError as exc:
-        if exc.name and (exc.name == stage.module or stage.module.startswith(exc.name + ".")):
-            raise StageUnavailable(f"stage {stage.name!r} is not available: module {stage.module} does not "
-                                   f"exist yet (needs {stage.module}.{stage.function})") from None
-        raise
-    if not hasattr(mod, stage.function):
-        raise StageUnavailable(f"stage {stage.name!r} is not available: {stage.module} has no "
-                               f"{stage.function}()")
-    return mod
-
-
-def load_stage_config(stage: Stage, sc: StageConfig):
-    """The stage's validated config via its module's ``load_config(path, overrides)``."""
-    mod = stage_module(stage)
-    loader = getattr(mod, "load_config", None)
-    if loader is None:
-        raise StageUnavailable(f"stage {stage.name!r}: {stage.module} has no load_config(path, overrides)")
-    try:
-        return loader(sc.config or None, list(sc.overrides))
+        return step.stage.load_config(sc.config or None, list(sc.overrides))
     except ConfigError as exc:
-        raise ConfigError(f"{stage.name}: {exc}") from None
+        raise ConfigError(f"{step.name}: {exc}") from None
 
 
 def stage_key(stage: str, cfg_hash: str, inputs: list[str], upstream: dict[str, dict]) -> str:
@@ -441,7 +409,7 @@ class _StageClock:
 def run_pipeline(cfg: PipelineConfig, *, only: list[str] | None = None) -> dict[str, Any]:
     """Run (or resume) the configured stages in order; returns the summary also written to RUN/pipeline.json.
 
-    Raises StageUnavailable / StageFailed / the stage's own exception for the first stage that cannot
+    Raises StageFailed / the stage's own exception for the first stage that cannot
     finish; stages before it stay done (their markers are written) and are skipped by the next run."""
     t_all = time.perf_counter()
     if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not is_uri(cfg.run_dir) \
@@ -451,7 +419,7 @@ def run_pipeline(cfg: PipelineConfig, *, only: list[str] | None = None) -> dict[
         raise ConfigError(f"run_dir {cfg.run_dir!r} is relative, but this is a Ray job whose working directory "
                           f"({os.getcwd()}) is temporary: give an absolute path (on a shared mount) or a URI")
     rd = RunDir(cfg.run_dir, cfg.staging_dir)
-    stages = [STAGES[s] for s in STAGE_ORDER if s in (only or cfg.stages)]
+    stages = [STEPS[s] for s in STAGE_ORDER if s in (only or cfg.stages)]
     inputs = _resolve_inputs(cfg.inputs)
     names = [s.name for s in stages]
     for s in stages:
@@ -459,7 +427,7 @@ def run_pipeline(cfg: PipelineConfig, *, only: list[str] | None = None) -> dict[
         if missing:
             raise ConfigError(f"stages: {s.name} needs {missing}, which are neither listed nor done in "
                               f"{cfg.run_dir}")
-    # Fail before any work when a stage is missing or its config does not load.
+    # Fail before any work when a stage's config does not load.
     stage_cfgs = {s.name: load_stage_config(s, getattr(cfg, s.name)) for s in stages}
 
     summary: dict[str, Any] = {"run_dir": cfg.run_dir, "local_dir": str(rd.local), "stages": {},
@@ -479,7 +447,7 @@ def run_pipeline(cfg: PipelineConfig, *, only: list[str] | None = None) -> dict[
     try:
         for i, stage in enumerate(stages, 1):
             scfg = stage_cfgs[stage.name]
-            chash = stage_config_hash(stage, scfg)
+            chash = stage.stage.identity(scfg)
             upstream = {n: done[n] for n in stage.needs + stage.uses if n in done}
             key = stage_key(stage.name, chash, inputs, upstream)
             out = rd.stage_dir(stage.name)
@@ -510,16 +478,15 @@ def run_pipeline(cfg: PipelineConfig, *, only: list[str] | None = None) -> dict[
                 elif started:
                     log.info("%s: resuming an interrupted run in %s", tag, out)
 
-            fn = getattr(stage_module(stage), stage.function)
-            _init_ray(cfg)  # only once a stage has work to do: a fully done run returns in a second
+            init_ray(cfg.ray)  # only once a stage has work to do: a fully done run returns in a second
             rd.write_started(stage.name, key)
             out.mkdir(parents=True, exist_ok=True)
-            log.info("%s: running %s.%s -> %s", tag, stage.module, stage.function, out)
+            log.info("%s: running -> %s", tag, out)
             t0 = time.perf_counter()
             clock.start(stage.name)
             ctx = {"inputs": inputs, "out": out, "dirs": dirs, "run_dir": rd.local}
             try:
-                result = stage.call(fn, scfg, ctx)
+                result = stage.call(stage.stage.run, scfg, ctx)
                 files = _key_files(stage, out)
             except BaseException as exc:
                 seconds = time.perf_counter() - t0
@@ -560,15 +527,9 @@ def _write_summary(rd: RunDir, summary: dict, t0: float, ok: bool) -> dict:
     return summary
 
 
-def _init_ray(cfg: PipelineConfig) -> None:
-    from survsr.ray_utils import init_ray
-
-    init_ray(address=cfg.ray.address or None, num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus)
-
-
 # ------------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from survsr.cli import add_config_args
+    from survsr.config import add_config_args
 
     parser.add_argument("overrides_pos", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. run_dir=runs/x train.overrides=[train.epochs=5]")
@@ -579,18 +540,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from survsr.cli import split_overrides
+    from survsr.config import split_overrides
 
     split_overrides(args, "overrides_pos")
     if args.overrides_pos:
         raise ConfigError(f"unexpected arguments {args.overrides_pos} (overrides look like key.sub=value)")
     overrides = list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else [])
     cfg = load_config(args.config, overrides)
+    if not getattr(args, "verbose", False) and not is_uri(cfg.run_dir):
+        log_file = quiet_console(Path(cfg.run_dir) / "logs")
+        print(f"pipeline: full logs in {log_file} (-v prints them here)", flush=True)
     try:
         summary = run_pipeline(cfg, only=args.only)
-    except StageUnavailable as exc:
-        print(f"survsr pipeline: {exc}", file=sys.stderr, flush=True)
-        return 3
     except StageFailed as exc:
         print(f"survsr pipeline: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -600,7 +561,10 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # `ray job submit ... -- python -m survsr.pipelines.run --config configs/pipeline.yaml`
-    from survsr.cli import main as cli_main
+COMMAND = Command(name="pipeline", add_arguments=add_arguments, main=main)
 
-    sys.exit(cli_main(["pipeline", *sys.argv[1:]]))
+
+if __name__ == "__main__":  # `ray job submit ... -- python -m survsr.pipelines.run --config configs/pipeline.yaml`
+    from survsr.stage import run_command
+
+    sys.exit(run_command(COMMAND, sys.argv[1:]))

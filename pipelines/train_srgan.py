@@ -34,10 +34,12 @@ from survsr.models.mediator import MediatorConfig, resolve_status
 from survsr.models.srgan import DiscriminatorConfig, GeneratorConfig
 from survsr import telemetry
 from survsr.config import ConfigError, config_hash, from_dict, load, to_dict
+from survsr.ray_utils import use_address
+from survsr.stage import Stage
 
 log = logging.getLogger(__name__)
 
-STAGE = "train_srgan"
+STAGE_NAME = "train_srgan"
 STATE_FILE = "state.pt"
 
 
@@ -96,8 +98,9 @@ class LoopConfig:
 
 
 @dataclass
-class RayConfig:
-    address: str = ""  # join this cluster (also $RAY_ADDRESS); empty = embedded local Ray
+class ScalingConfig:
+    """Ray Train's worker layout (where Ray runs is the job's ``ray:`` / ``--address``, not this)."""
+
     num_workers: int = 1
     use_gpu: Optional[bool] = None  # null = use GPUs when the cluster has them
     cpus_per_worker: int = 1
@@ -121,7 +124,7 @@ class TrainSRGANConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     inputs: InputsConfig = field(default_factory=InputsConfig)
 
@@ -138,13 +141,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
     return load(TrainSRGANConfig, path, overrides, default_name="srgan.yaml")
 
 
-def resume_hash(cfg: TrainSRGANConfig) -> str:
-    """What a checkpoint must agree on to be resumed: everything but run length, resources and I/O."""
+def _shaping(cfg: TrainSRGANConfig) -> dict:
+    """The settings that shape the generator: not I/O, fault injection, or where checkpoints are kept. The
+    worker count stays: it sets the per-worker batch and so the BatchNorm statistics."""
     d = to_dict(cfg)
+    for key in ("debug", "inputs"):
+        d.pop(key)
+    for key in ("cpus_per_worker", "max_failures", "name", "storage_path"):
+        d["scaling"].pop(key)
+    return d
+
+
+def identity(cfg: TrainSRGANConfig) -> str:
+    """The stage's identity: keys the pipeline's train marker and the "already trained" check."""
+    return config_hash(_shaping(cfg))
+
+
+def resume_hash(cfg: TrainSRGANConfig) -> str:
+    """What a checkpoint must agree on to be continued: the identity less run length and worker layout, so a
+    longer schedule or another worker count continues the same run."""
+    d = _shaping(cfg)
     for key in ("epochs", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every_epochs"):
         d["train"].pop(key)
-    for key in ("ray", "debug", "inputs"):
-        d.pop(key)
+    d.pop("scaling")
     return config_hash(d)
 
 
@@ -460,7 +479,7 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":
-        torch.set_num_threads(max(1, cfg.ray.cpus_per_worker))
+        torch.set_num_threads(max(1, cfg.scaling.cpus_per_worker))
     torch.manual_seed(cfg.train.seed + rank)
     pwb = config["per_worker_batch"]
     spe, total = config["steps_per_epoch"], config["total_steps"]
@@ -487,7 +506,7 @@ def train_loop_per_worker(config: dict) -> None:
                            f"recorded {config['mediator_status']!r}; weights must be the same everywhere")
     if mediator is not None:
         mediator = mediator.to(device)
-    if world > 1 and cfg.ray.sync_batchnorm and device.type == "cuda":
+    if world > 1 and cfg.scaling.sync_batchnorm and device.type == "cuda":
         G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
         D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D)
     betas = tuple(cfg.train.betas)
@@ -603,8 +622,8 @@ def train_loop_per_worker(config: dict) -> None:
 
 # -------------------------------------------------------------------------------------------- driver
 def _use_gpu(cfg: TrainSRGANConfig) -> bool:
-    if cfg.ray.use_gpu is not None:
-        return cfg.ray.use_gpu
+    if cfg.scaling.use_gpu is not None:
+        return cfg.scaling.use_gpu
     import ray
 
     return ray.cluster_resources().get("GPU", 0) >= 1
@@ -643,16 +662,16 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
         old = json.loads(meta_path.read_text())
         same_inputs = all(old.get("inputs", {}).get(k, {}).get("sha256") == v["sha256"]
                           for k, v in plan["manifests"].items())
-        if (old.get("config") == json.loads(json.dumps(to_dict(cfg))) and same_inputs
+        if (old.get("config_hash") == identity(cfg) and same_inputs
                 and old.get("final_step") == old.get("total_steps")):
             log.info("%s: already trained (step %d) with this config and these manifests; nothing to do",
                      out_dir, old["final_step"])
             return old
-    init_ray(address=cfg.ray.address or None)
+    init_ray()
     use_gpu = _use_gpu(cfg)
-    world = cfg.ray.num_workers
+    world = cfg.scaling.num_workers
     if cfg.train.batch_size % world:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by ray.num_workers={world}")
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by scaling.num_workers={world}")
     pwb = cfg.train.batch_size // world
     datasets, skipped = build_datasets(plan, cfg)
     n_hr, n_lr = datasets["hr"].count(), datasets["lr"].count()
@@ -663,10 +682,10 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
     total = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * spe
     rhash = resume_hash(cfg)
 
-    storage = Path(cfg.ray.storage_path).resolve() if cfg.ray.storage_path else out_dir / "ray"
+    storage = Path(cfg.scaling.storage_path).resolve() if cfg.scaling.storage_path else out_dir / "ray"
     held = decode_heldout(plan["heldout"], cfg)
     loop_cfg = {
-        "cfg": to_dict(cfg), "out_dir": str(out_dir), "storage": str(storage / cfg.ray.name),
+        "cfg": to_dict(cfg), "out_dir": str(out_dir), "storage": str(storage / cfg.scaling.name),
         "per_worker_batch": pwb, "steps_per_epoch": spe, "total_steps": total, "resume_hash": rhash,
         "mediator_status": med.status, "heldout": held,
     }
@@ -674,10 +693,10 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
         train_loop_per_worker,
         train_loop_config=loop_cfg,
         scaling_config=ray.train.ScalingConfig(num_workers=world, use_gpu=use_gpu,
-                                               resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+                                               resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         run_config=ray.train.RunConfig(
-            name=cfg.ray.name, storage_path=str(storage),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
+            name=cfg.scaling.name, storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
         ),
         datasets=datasets,
@@ -688,22 +707,22 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
     checkpoint = result.checkpoint
     if checkpoint is None:
         # A re-run whose restored checkpoint was already final reports nothing new: use the latest on disk.
-        done = sorted((storage / cfg.ray.name).glob("step_*"))
+        done = sorted((storage / cfg.scaling.name).glob("step_*"))
         if not done:
-            raise RuntimeError(f"{storage / cfg.ray.name}: training finished without a checkpoint")
+            raise RuntimeError(f"{storage / cfg.scaling.name}: training finished without a checkpoint")
         checkpoint = ray.train.Checkpoint.from_directory(str(done[-1]))
     state = _load_state(checkpoint)
     G = Generator(GeneratorConfig(**state["generator_config"]))
     G.load_state_dict(state["G"])
-    chash = config_hash(cfg)
-    gen_meta = {"stage": STAGE, "config_hash": chash, "resume_hash": rhash, "step": int(state["step"]),
+    chash = identity(cfg)
+    gen_meta = {"stage": STAGE_NAME, "config_hash": chash, "resume_hash": rhash, "step": int(state["step"]),
                 "mediator": med.to_dict(), "manifests": plan["manifests"], "code_version": code_version()}
     gen_sha = save_generator(G, gen_path, gen_meta)
     atomic_write_json(out_dir / "generator.json", {"generator_config": state["generator_config"],
                                                    "sha256": gen_sha, "path": gen_path.name})
     final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     summary = {
-        "stage": STAGE, "config": to_dict(cfg), "config_hash": chash, "resume_hash": rhash,
+        "stage": STAGE_NAME, "config": to_dict(cfg), "config_hash": chash, "resume_hash": rhash,
         "inputs": {"faces_dir": str(Path(faces_dir).resolve()), "zssr_dir": str(Path(zssr_dir).resolve()),
                    **plan["manifests"]},
         "counts": {**plan["counts"], "hr_decoded": n_hr, "lr_decoded": n_lr, "skipped": len(skipped),
@@ -713,12 +732,12 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
         "world_size": world, "device": "cuda" if use_gpu else "cpu", "per_worker_batch": pwb,
         "steps_per_epoch": spe, "total_steps": total, "final_step": int(state["step"]),
         "final_metrics": final, "generator": {"path": gen_path.name, "sha256": gen_sha},
-        "checkpoint": str(checkpoint.path), "storage": str(storage / cfg.ray.name),
+        "checkpoint": str(checkpoint.path), "storage": str(storage / cfg.scaling.name),
         "seconds": round(time.perf_counter() - t0, 2), "code_version": code_version(),
         "libraries": library_versions(),
     }
     atomic_write_json(meta_path, summary)
-    append_audit(out_dir, {"stage": STAGE, "config_hash": chash, "generator_sha256": gen_sha,
+    append_audit(out_dir, {"stage": STAGE_NAME, "config_hash": chash, "generator_sha256": gen_sha,
                            "final_step": summary["final_step"], "mediator": med.status})
     log.info("generator %s (sha256 %s) after %d steps; mediator %s", gen_path, gen_sha[:12],
              summary["final_step"], med.status)
@@ -727,17 +746,18 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
 
 # ------------------------------------------------------------------------------------------------ CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from survsr.cli import add_config_args
+    from survsr.config import add_config_args
 
     parser.add_argument("--faces", default=None, help="ingest output dir (faces.parquet)")
     parser.add_argument("--zssr", default=None, help="ZSSR output dir (zssr.parquet)")
     parser.add_argument("--out", default=None, help="run dir (re-running the same command resumes)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
     parser.add_argument("overrides_pos", nargs="*", metavar="KEY=VALUE", help="config overrides")
     add_config_args(parser, "srgan.yaml")
 
 
 def main(args: argparse.Namespace) -> int:
-    from survsr.cli import split_overrides
+    from survsr.config import split_overrides
 
     split_overrides(args, "overrides_pos")
     if args.overrides_pos:
@@ -749,6 +769,7 @@ def main(args: argparse.Namespace) -> int:
     if not (faces and zssr and out):
         raise ConfigError("need --faces, --zssr and --out (or inputs.faces/zssr/out in the config)")
     try:
+        use_address(args.address)
         summary = run_train(faces, zssr, out, cfg)
     except (FileNotFoundError, ValueError) as exc:
         if isinstance(exc, ConfigError):
@@ -760,9 +781,13 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+STAGE = Stage(name="train", add_arguments=add_arguments, main=main, load_config=load_config, identity=identity,
+              run=run_train)
+
+
 if __name__ == "__main__":  # `ray job submit ... -- python -m survsr.pipelines.train_srgan --config ...`
     import sys
 
-    from survsr.cli import main as cli_main
+    from survsr.stage import run_command
 
-    sys.exit(cli_main(["train", *sys.argv[1:]]))
+    sys.exit(run_command(STAGE, sys.argv[1:]))

@@ -17,6 +17,7 @@ import numpy as np
 
 from survsr.config import config_hash, load
 from survsr.provenance import PROVENANCE_KEY, provenance, sha256_file, stage_record, write_png
+from survsr.stage import Command
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def _record(out_dir: Path, row: dict) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from survsr.cli import add_config_args
+    from survsr.config import add_config_args
 
     parser.add_argument("images", nargs="+", help="input images (PNG/JPEG/...); key=value tokens are overrides")
     parser.add_argument("--method", choices=("zssr", "bicubic"), default="zssr")
@@ -127,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from survsr.cli import split_overrides
+    from survsr.config import split_overrides
     from survsr.pipelines.zssr_pool import ZSSRStageConfig
 
     split_overrides(args, "images")
@@ -138,3 +139,6 @@ def main(args: argparse.Namespace) -> int:
     for f in res["failed"]:
         print(f"  FAILED {f['error']}")
     return 1 if res["failed"] else 0
+
+
+COMMAND = Command(name="upscale", add_arguments=add_arguments, main=main)

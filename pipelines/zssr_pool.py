@@ -26,6 +26,9 @@ import pandas as pd
 from survsr.models.zssr import ZSSRConfig
 from survsr import telemetry
 from survsr.config import ConfigError, config_hash, from_dict, load, to_dict
+from survsr.ray_utils import use_address
+from survsr.stage import Stage
+from survsr.console import FORMAT, worker_log_level
 from survsr.provenance import (
     PROVENANCE_KEY, append_audit, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
     write_png,
@@ -65,8 +68,10 @@ def face_seed(crop_id: str, seed: int) -> int:
 
 
 def stage_hash(cfg: ZSSRStageConfig) -> str:
-    """What decides the pixels: the model config and the seed (not the pool layout)."""
-    return config_hash({"zssr": to_dict(cfg.zssr), "seed": cfg.pool.seed})
+    """The stage's identity: what decides the pixels, i.e. every section but the pool layout, plus the
+    pool's seed. Each face's record and the pipeline's zssr marker are keyed by it."""
+    d = {k: v for k, v in to_dict(cfg).items() if k != "pool"}
+    return config_hash({**d, "seed": cfg.pool.seed})
 
 
 def _safe_name(crop_id: str) -> str:
@@ -119,8 +124,9 @@ class ZSSRWorker:
         from survsr.models.zssr_batched import BatchedZSSR
 
         self.cfg = from_dict(ZSSRStageConfig, cfg)
-        # Actors start with Python's default WARNING level: per-face progress lines would be dropped.
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # Actors start with Python's default WARNING level: per-face progress lines would be dropped unless a
+        # quiet job (survsr.console) asked for warnings only.
+        logging.basicConfig(level=worker_log_level(), format=FORMAT)
         torch.set_num_threads(max(1, int(self.cfg.pool.num_cpus)))
         self.faces_dir, self.out_dir, self.chash = Path(faces_dir), Path(out_dir), chash
         self.engine = BatchedZSSR(self.cfg.zssr, slots=self.cfg.pool.slots)
@@ -227,8 +233,7 @@ def _num_gpus(pool: PoolConfig) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
-def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSRStageConfig | None = None,
-             address: str | None = None) -> dict:
+def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSRStageConfig | None = None) -> dict:
     """Super-resolve every face in ``faces_dir/faces.parquet`` into ``out_dir`` (resumable). Returns the
     summary also written to ``out_dir/zssr_report.json``."""
     import ray
@@ -248,7 +253,7 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
     results = pd.DataFrame(columns=["crop_id", "status", "error", "attempts"])
     device = None
     if len(todo):
-        init_ray(address=address)
+        init_ray()
         num_gpus = _num_gpus(cfg.pool)
         cols = [c for c in todo.columns if c in set(REQUIRED_COLUMNS) | {
             "source_path", "source_sha256", "frame_index", "time_s", "box_x", "box_y", "box_w", "box_h"}]
@@ -290,7 +295,7 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
                "manifest": str(out_dir / "zssr.parquet")}
     atomic_write_json(out_dir / "zssr_report.json", summary)
     append_audit(out_dir, {"stage": "zssr", "command": "zssr", "config_hash": chash,
-                           "arguments": {"faces_dir": str(faces_dir), "out_dir": str(out_dir), "address": address},
+                           "arguments": {"faces_dir": str(faces_dir), "out_dir": str(out_dir)},
                            "inputs": {"faces.parquet": sha256_file(faces_dir / "faces.parquet")},
                            "outputs": {n: sha256_file(out_dir / n) for n in ("zssr.parquet", "zssr_report.json")},
                            "outcome": "ok" if not failures else f"partial: {len(failures)} face(s) failed",
@@ -308,7 +313,7 @@ def load_config(path: str | None = None, overrides=()) -> ZSSRStageConfig:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from survsr.cli import add_config_args
+    from survsr.config import add_config_args
 
     parser.add_argument("--faces", required=True, help="ingest output directory (holds faces.parquet)")
     parser.add_argument("--out", required=True, help="output directory (zssr.parquet, hr/*.png)")
@@ -319,16 +324,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from survsr.cli import split_overrides
+    from survsr.config import split_overrides
 
     split_overrides(args, "overrides_pos")
     if args.overrides_pos:
         raise ConfigError(f"not key=value overrides: {args.overrides_pos}")
     cfg = load_config(args.config, args.overrides)
     try:
-        summary = run_zssr(args.faces, args.out, cfg, address=args.address)
+        use_address(args.address)
+        summary = run_zssr(args.faces, args.out, cfg)
     except (FileNotFoundError, ValueError) as exc:
         print(f"survsr zssr: {exc}")
         return 1
     print(json.dumps({k: v for k, v in summary.items() if k != "failed"} | {"failed": len(summary["failed"])}))
     return 1 if summary["failed"] else 0
+
+
+STAGE = Stage(name="zssr", add_arguments=add_arguments, main=main, load_config=load_config, identity=stage_hash,
+              run=run_zssr)

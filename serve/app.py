@@ -41,12 +41,12 @@ from ray.serve.handle import DeploymentHandle
 
 from survsr.serve.engine import EngineConfig
 from survsr.serve.media import BadInput, decode_image, mark_crop
-from survsr.serve.schema import ServeArgs
+from survsr.serve.schema import MODEL_DEPLOYMENT, ServeArgs
 from survsr.config import ConfigError, config_hash, from_dict, parse_override, to_dict
+from survsr.stage import Command
 
 log = logging.getLogger("survsr.serve")
 
-MODEL_DEPLOYMENT = "EnhancerModel"
 INGRESS_DEPLOYMENT = "Ingress"
 VIDEO_MODES = ("frame", "faces", "side-by-side")
 
@@ -109,7 +109,7 @@ def _write_status(job_dir: Path, **fields: Any) -> None:
 
 def run_video_job(job_dir: str, input_name: str, mode: str, args_dict: dict, app_name: str) -> dict:
     """Body of a video job: decode + encode here, frames enhanced by the model deployment."""
-    from survsr.pipelines.enhance import EnhanceConfig, RayConfig, enhance_video, make_detector
+    from survsr.pipelines.enhance import EnhanceConfig, PoolConfig, enhance_video, make_detector
 
     args = from_dict(ServeArgs, args_dict)
     jd = Path(job_dir)
@@ -117,7 +117,7 @@ def run_video_job(job_dir: str, input_name: str, mode: str, args_dict: dict, app
     handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=app_name)
     info = handle.info.remote().result()
     cfg = EnhanceConfig(mode=mode, batch_size=args.jobs.batch_size, label=args.label, output=args.video_output,
-                        faces=args.faces, ray=RayConfig(enabled=False))
+                        faces=args.faces, pool=PoolConfig(enabled=False))
     last = [0.0]
 
     def progress(_path: str, frames: int) -> None:
@@ -575,7 +575,7 @@ def read_serve_config(path: str | Path | None, overrides: list[str]) -> tuple[di
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from survsr.cli import add_config_args
+    from survsr.config import add_config_args
 
     parser.add_argument("overrides_pos", nargs="*", metavar="KEY=VALUE", help="overrides of the app's args")
     parser.add_argument("--generator", default=None, help="generator export (.safetensors)")
@@ -591,8 +591,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from survsr.cli import split_overrides
-    from survsr.ray_utils import init_ray
+    from survsr.config import split_overrides
+    from survsr.ray_utils import RayConfig, init_ray
 
     split_overrides(args, "overrides_pos")
     overrides = list(args.overrides)
@@ -604,7 +604,7 @@ def main(args: argparse.Namespace) -> int:
         http["host"] = args.host
     if args.port is not None:
         http["port"] = args.port
-    init_ray(address=args.address)
+    init_ray(RayConfig(address=args.address or ""))
     serve.start(http_options=http)
     name = app.get("name", "survsr")
     app_args.setdefault("app_name", name)
@@ -649,3 +649,6 @@ def _start_streams(args: argparse.Namespace, app_name: str) -> dict:
         out[src] = start_stream(cfg, app_name=app_name)
         print(f"survsr serve: enhancing stream {src} -> {cfg.out_dir}", flush=True)
     return out
+
+
+COMMAND = Command(name="serve", add_arguments=add_arguments, main=main)

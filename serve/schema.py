@@ -14,6 +14,10 @@ from survsr.serve.engine import EngineConfig
 from survsr.marking import MarkingConfig
 
 
+# The model deployment's name: the app defines it, live streams (serve/stream.py) look it up by it.
+MODEL_DEPLOYMENT = "EnhancerModel"
+
+
 @dataclass
 class BatchConfig:
     max_batch_size: int = 16  # frames per forward pass (@serve.batch)

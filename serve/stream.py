@@ -473,7 +473,7 @@ def _stream_actor_cls():
         def __init__(self, cfg_dict: dict, app_name: str):
             from ray import serve
 
-            from survsr.serve.app import MODEL_DEPLOYMENT
+            from survsr.serve.schema import MODEL_DEPLOYMENT
             from survsr.config import from_dict
 
             cfg = from_dict(StreamConfig, cfg_dict)

@@ -1,48 +1,82 @@
-"""The one ``survsr`` command. Each subcommand lives in its stage's module, which provides
-``add_arguments(parser)`` and ``main(args) -> int``; a module is imported only when its command runs, so
-``survsr --help`` does not pay for importing torch and Ray."""
+"""The one ``survsr`` command. Each subcommand is the ``STAGE`` (or ``COMMAND``) object of its module
+(:mod:`survsr.stage`); a module is imported only when its command runs, so ``survsr --help`` does not pay
+for importing torch and Ray."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import sys
 
-from survsr.config import ConfigError, is_override
+from survsr.stage import Command, run_command
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": ("survsr.pipelines.ingest", "decode videos, detect/track faces, write crops and faces.parquet"),
-    "zssr": ("survsr.pipelines.zssr_pool", "per-face zero-shot SR on a Ray actor pool -> synthetic HR set"),
-    "upscale": ("survsr.pipelines.upscale", "upscale still images (zssr or bicubic)"),
-    "train": ("survsr.pipelines.train_srgan", "train the SRGAN generator with Ray Train"),
-    "evaluate": ("survsr.pipelines.evaluate", "PSNR/SSIM protocols and the HTML report"),
-    "serve": ("survsr.serve.app", "run the enhancement service on Ray Serve"),
-    "enhance": ("survsr.pipelines.enhance", "enhance video archives (full frame, faces, side by side)"),
-    "verify": ("survsr.verify", "check outputs against their provenance records"),
-    "pipeline": ("survsr.pipelines.run", "ingest -> zssr -> train -> evaluate as one job"),
-    "demo": ("survsr.pipelines.demo", "end-to-end demo on the bundled carphone video"),
+
+def _ingest() -> Command:
+    from survsr.pipelines.ingest import STAGE
+    return STAGE
+
+
+def _zssr() -> Command:
+    from survsr.pipelines.zssr_pool import STAGE
+    return STAGE
+
+
+def _upscale() -> Command:
+    from survsr.pipelines.upscale import COMMAND
+    return COMMAND
+
+
+def _train() -> Command:
+    from survsr.pipelines.train_srgan import STAGE
+    return STAGE
+
+
+def _evaluate() -> Command:
+    from survsr.pipelines.evaluate import STAGE
+    return STAGE
+
+
+def _serve() -> Command:
+    from survsr.serve.app import COMMAND
+    return COMMAND
+
+
+def _enhance() -> Command:
+    from survsr.pipelines.enhance import STAGE
+    return STAGE
+
+
+def _verify() -> Command:
+    from survsr.verify import COMMAND
+    return COMMAND
+
+
+def _pipeline() -> Command:
+    from survsr.pipelines.run import COMMAND
+    return COMMAND
+
+
+def _demo() -> Command:
+    from survsr.pipelines.demo import COMMAND
+    return COMMAND
+
+
+# name -> (what `survsr --help` says, the import of the command's object)
+COMMANDS = {
+    "ingest": ("decode videos, detect/track faces, write crops and faces.parquet", _ingest),
+    "zssr": ("per-face zero-shot SR on a Ray actor pool -> synthetic HR set", _zssr),
+    "upscale": ("upscale still images (zssr or bicubic)", _upscale),
+    "train": ("train the SRGAN generator with Ray Train", _train),
+    "evaluate": ("PSNR/SSIM protocols and the HTML report", _evaluate),
+    "serve": ("run the enhancement service on Ray Serve", _serve),
+    "enhance": ("enhance video archives (full frame, faces, side by side)", _enhance),
+    "verify": ("check outputs against their provenance records", _verify),
+    "pipeline": ("ingest -> zssr -> train -> evaluate as one job", _pipeline),
+    "demo": ("end-to-end demo on the bundled carphone video", _demo),
 }
 
 
-def add_config_args(parser: argparse.ArgumentParser, default_name: str | None) -> None:
-    """``--config`` plus repeatable ``--set key.sub=value``; bare ``key=value`` positionals also work."""
-    parser.add_argument("--config", default=None,
-                        help=f"YAML config (path or name in configs/; default: {default_name})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set detector.min_face=12 (repeatable)")
-
-
-def split_overrides(args: argparse.Namespace, positional: str) -> None:
-    """Move ``key=value`` tokens out of a positional list into ``args.overrides``."""
-    values = getattr(args, positional, None) or []
-    keep = [v for v in values if not is_override(v)]
-    args.overrides = list(getattr(args, "overrides", []) or []) + [v for v in values if is_override(v)]
-    setattr(args, positional, keep)
-
-
 def _top_parser() -> argparse.ArgumentParser:
-    epilog = "commands:\n" + "\n".join(f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items())
+    epilog = "commands:\n" + "\n".join(f"  {name:<10} {desc}" for name, (desc, _) in COMMANDS.items())
     p = argparse.ArgumentParser(prog="survsr", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     p.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
@@ -58,29 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     verbose = "-v" in argv or "--verbose" in argv
     argv = [a for a in argv if a not in ("-v", "--verbose")]
-    name = argv[0]
-    if name not in COMMANDS:
+    if argv[0] not in COMMANDS:
         top.parse_args(argv[:1])  # prints the usage error and exits 2
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    module_name, desc = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"survsr {name}", description=desc)
-    module.add_arguments(parser)
-    try:
-        # Intermixed parsing lets `key=value` overrides follow options (`--out DIR k=v`), as users type them.
-        args = parser.parse_intermixed_args(argv[1:])
-    except TypeError:  # parsers with features intermixed parsing does not support
-        args = parser.parse_args(argv[1:])
-    args.command = name
-    try:
-        return int(module.main(args) or 0)
-    except ConfigError as exc:
-        print(f"survsr {name}: config error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"survsr {name}: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+    description, load = COMMANDS[argv[0]]
+    return run_command(load(), argv[1:], description=description, verbose=verbose)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ file and the dotted key so that a typo in a 40-line YAML is found at once.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -205,3 +206,20 @@ def config_hash(cfg: Any) -> str:
     """Stable 16-hex-digit hash of the validated config (key order and YAML formatting do not matter)."""
     payload = json.dumps(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- command-line arguments of a config
+def add_config_args(parser: argparse.ArgumentParser, default_name: str | None) -> None:
+    """``--config`` plus repeatable ``--set key.sub=value``; bare ``key=value`` positionals also work."""
+    parser.add_argument("--config", default=None,
+                        help=f"YAML config (path or name in configs/; default: {default_name})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set detector.min_face=12 (repeatable)")
+
+
+def split_overrides(args: argparse.Namespace, positional: str) -> None:
+    """Move ``key=value`` tokens out of a positional list into ``args.overrides``."""
+    values = getattr(args, positional, None) or []
+    keep = [v for v in values if not is_override(v)]
+    args.overrides = list(getattr(args, "overrides", []) or []) + [v for v in values if is_override(v)]
+    setattr(args, positional, keep)

@@ -1,9 +1,16 @@
-"""Start or join Ray the same way from the CLI, tests and ``ray job submit`` entrypoints."""
+"""Start or join Ray the same way from the CLI, tests and ``ray job submit`` entrypoints.
+
+Where Ray runs is configured once per job: the pipeline's (and the demo's) ``ray:`` section, or ``--address``
+on a single command. Stage configs hold only their own parallelism (``pool:``, ``scaling:``), never a
+cluster address, so nothing a stage says about the connection can be silently ignored inside a pipeline.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -12,26 +19,42 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
-             dashboard: bool = False):
-    """Join ``address`` (or $RAY_ADDRESS, as set by ``ray job submit``); otherwise start an embedded local
-    Ray bound to 127.0.0.1. A no-op when Ray is already up in this process."""
+@dataclass
+class RayConfig:
+    """The job's Ray connection (the one ``ray:`` section of a pipeline config)."""
+
+    address: str = ""  # "" = $RAY_ADDRESS (`ray job submit` sets it), else an embedded local Ray on 127.0.0.1
+    num_cpus: Optional[int] = None  # embedded Ray only; null = every core
+    num_gpus: Optional[int] = None  # embedded Ray only; null = what Ray detects
+
+
+def use_address(address: str | None) -> None:
+    """``--address`` of a single command: the same convention as ``ray job submit`` ($RAY_ADDRESS), so a
+    stage that starts Ray later joins that cluster."""
+    if address:
+        os.environ["RAY_ADDRESS"] = address
+
+
+def init_ray(cfg: RayConfig | None = None, *, dashboard: bool = False):
+    """Join ``cfg.address`` (or $RAY_ADDRESS); otherwise start an embedded local Ray bound to 127.0.0.1.
+    A no-op when Ray is already up in this process."""
     import ray
 
     if ray.is_initialized():
         return ray
     from survsr.provenance import code_version
 
+    cfg = cfg or RayConfig()
     # Workers inherit the driver's environment (local Ray): all outputs of a job record one code version.
     os.environ.setdefault("SURVSR_CODE_VERSION", code_version())
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=True)
     else:
         # address="local": always a new instance; with None Ray would join whatever cluster
         # /tmp/ray/ray_current_cluster names (another user's run on a shared box) and reject num_cpus.
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
+        ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=dashboard,
                  _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", log_to_driver=True)
         log.info("started local Ray: %s", ray.cluster_resources())
     return ray

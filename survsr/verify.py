@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from survsr.provenance import PROVENANCE_KEY, atomic_write_json, sha256_file
+from survsr.stage import Command
 
 log = logging.getLogger(__name__)
 
@@ -654,10 +655,8 @@ class Verifier:
                            if isinstance(s, dict) and s.get("resize_method")), None)
             if method is None or img.shape[0] != img.shape[1]:
                 return  # a model output: its pixels are traced through its parents, not recomputed here
-            try:
-                from survsr.video.crops import make_lr
-            except ImportError:
-                return
+            from survsr.video.crops import make_lr
+
             crop, got = make_lr(np.ascontiguousarray(crop), img.shape[0])
             if got != method:
                 n.own.append(Problem(MODIFIED, str(n.path), "stages.resize_method",
@@ -794,3 +793,6 @@ def main(args: argparse.Namespace) -> int:
                         if k in counts)
     print(f"{len(results)} outputs: {summary}; exit code {code}")
     return code
+
+
+COMMAND = Command(name="verify", add_arguments=add_arguments, main=main)

@@ -18,9 +18,9 @@ SHARED = REPO.parent / "shared"
 def ray_session():
     import ray
 
-    from survsr.ray_utils import init_ray
+    from survsr.ray_utils import RayConfig, init_ray
 
-    init_ray(num_cpus=2)
+    init_ray(RayConfig(num_cpus=2))
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False

@@ -12,9 +12,9 @@ SMALL = [
     "ingest.overrides=[decode.max_frames=40, select.best_k=10]",
     "zssr.overrides=[zssr.max_iters=20, zssr.min_iters=10]",
     "train.overrides=[train.max_steps=4, train.batch_size=2, train.checkpoint_every=2, train.log_every=1, "
-    "data.heldout_max=4, ray.cpus_per_worker=1]",
+    "data.heldout_max=4, scaling.cpus_per_worker=1]",
     "evaluate.overrides=[ground_truth.max_faces=2, real_footage.max_faces=2, "
-    "paper.max_faces=3, ray.actors=1]",
+    "paper.max_faces=3, pool.actors=1]",
 ]
 
 

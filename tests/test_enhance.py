@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from survsr.pipelines.enhance import EnhanceConfig, FacesConfig, RayConfig, run_enhance
+from survsr.pipelines.enhance import EnhanceConfig, FacesConfig, PoolConfig, run_enhance
 from survsr.serve.synthetic import make_clip
 from survsr.serve.videoio import read_frame_times
 from survsr.marking import MarkingConfig, label_present
@@ -65,7 +65,7 @@ def _outputs(out: Path) -> dict[str, dict]:
 
 def test_archive_with_corrupt_clip_on_ray_data(ray_session, gen_path, clips, tmp_path):
     out = tmp_path / "out"
-    rep = run_enhance([clips["a"], clips["corrupt"]], gen_path, out, EnhanceConfig(ray=RayConfig(actors=1)))
+    rep = run_enhance([clips["a"], clips["corrupt"]], gen_path, out, EnhanceConfig(pool=PoolConfig(actors=1)))
     assert (rep["done"], rep["failed"]) == (1, 1)
     bad = next(v for v in rep["videos"] if v["status"] == "failed")
     assert "cam_corrupt.mp4" in bad["reason"]
@@ -99,7 +99,7 @@ def test_archive_with_corrupt_clip_on_ray_data(ray_session, gen_path, clips, tmp
 def test_interrupted_run_resumes_without_loss_or_duplicates(ray_session, gen_path, clips, tmp_path):
     out = tmp_path / "out"
     inputs = [clips["a"], clips["corrupt"], clips["b"]]
-    cfg = EnhanceConfig(batch_size=4, ray=RayConfig(enabled=False))
+    cfg = EnhanceConfig(batch_size=4, pool=PoolConfig(enabled=False))
 
     def interrupt(path: str, frames: int) -> None:
         if path.endswith("cam_b.mp4") and frames >= 8:
@@ -116,7 +116,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(ray_session, gen_pat
     # and what a kill -9 would leave behind: a stale temp file
     (out / ".cam_b-0000.frame.mp4.x1y2.tmp").write_bytes(b"partial")
 
-    rep = run_enhance(inputs, gen_path, out, EnhanceConfig(batch_size=4, ray=RayConfig(actors=1)))
+    rep = run_enhance(inputs, gen_path, out, EnhanceConfig(batch_size=4, pool=PoolConfig(actors=1)))
     status = {Path(v["input"]).name: v["status"] for v in rep["videos"]}
     assert status == {"cam_a.mp4": "skipped", "cam_corrupt.mp4": "failed", "cam_b.mp4": "done"}
     assert sha256_file(a_video) == a_sha and a_video.stat().st_mtime_ns == a_mtime  # not redone
@@ -132,7 +132,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(ray_session, gen_pat
 
 
 def test_side_by_side_without_label(gen_path, clips, tmp_path):
-    cfg = EnhanceConfig(mode="side-by-side", label=MarkingConfig(enabled=False), ray=RayConfig(enabled=False))
+    cfg = EnhanceConfig(mode="side-by-side", label=MarkingConfig(enabled=False), pool=PoolConfig(enabled=False))
     rep = run_enhance([clips["b"]], gen_path, tmp_path, cfg)
     video = tmp_path / rep["videos"][0]["output"]
     frame = _first_frame(video)
@@ -144,7 +144,7 @@ def test_side_by_side_without_label(gen_path, clips, tmp_path):
 
 def test_faces_mode_on_carphone(gen_path, carphone, tmp_path):
     pytest.importorskip("survsr.video.detect")
-    cfg = EnhanceConfig(mode="faces", max_frames=6, faces=FacesConfig(stride=2), ray=RayConfig(enabled=False))
+    cfg = EnhanceConfig(mode="faces", max_frames=6, faces=FacesConfig(stride=2), pool=PoolConfig(enabled=False))
     rep = run_enhance([carphone["pristine"]], gen_path, tmp_path, cfg)
     v = rep["videos"][0]
     assert v["status"] == "done" and v["frames"] == 6 and v["faces"] >= 1
@@ -171,7 +171,7 @@ def test_model_failure_is_reported_and_tiny_frames_get_a_band_below(gen_path, cl
     def broken(frames):
         raise RuntimeError("model replica died")
 
-    cfg = EnhanceConfig(ray=RayConfig(enabled=False))
+    cfg = EnhanceConfig(pool=PoolConfig(enabled=False))
     rep = enhance_video(clips["a"], tmp_path / "x", cfg, broken, model_sha256="0" * 64, device="cpu")
     assert rep["status"] == "failed" and "model replica died" in rep["reason"] and "cam_a.mp4" in rep["reason"]
     assert not [p for p in (tmp_path / "x").iterdir()]  # nothing half-written

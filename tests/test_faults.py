@@ -524,7 +524,7 @@ if __name__ != "__main__":
         res = run_scenario("train_worker_killed", {
             "faces": str(faces_dir), "zssr": str(zssr), "out": str(tmp_path / "train"), "kill_after_step": 5,
             "timeout": 300,
-            "overrides": ["ray.num_workers=2", "ray.cpus_per_worker=1", "ray.max_failures=2",
+            "overrides": ["scaling.num_workers=2", "scaling.cpus_per_worker=1", "scaling.max_failures=2",
                           "train.batch_size=4", "train.max_steps=12", "train.checkpoint_every=2",
                           "train.log_every=1", "data.heldout_max=4"]}, timeout=480)
         assert res["error"] is None and not res["still_running"], res

@@ -47,7 +47,7 @@ def enhanced(tmp_path_factory, carphone):
     for name, mode, label in (("faces", "faces", True), ("faces_nolabel", "faces", False),
                               ("frame", "frame", True)):
         cfg = EnhanceConfig(mode=mode, max_frames=FRAMES)
-        cfg.ray.enabled = False
+        cfg.pool.enabled = False
         cfg.label.enabled = label
         rep = run_enhance([src], gen, root / name, cfg)
         assert rep["done"] == 1, rep

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from survsr.pipelines.report import render, training_curves_png, write_report
+from survsr.pipelines.report import training_curves_png, write_report
 from survsr.provenance import encode_png
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "",
@@ -119,7 +119,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
     Image.fromarray(data.astronaut()[200:330, 100:230]).save(hr / "patch.png")
     out = tmp_path / "report"
-    run_evaluate(out, faces_hr=[hr], overrides=["ray.enabled=false", "zssr.enabled=false",
+    run_evaluate(out, faces_hr=[hr], overrides=["pool.enabled=false", "zssr.enabled=false",
                                                 "ground_truth.carphone=false", "real_footage.carphone=false"])
     url = (out / "index.html").resolve().as_uri()
     dom = _chromium(["--dump-dom", url], tmp_path / "profile1")

@@ -22,7 +22,7 @@ TINY = [
     "generator.channels=8", "generator.n_blocks=2", "discriminator.channels=8", "discriminator.dense=16",
     "mediator.layer=VGG22", "mediator.allow_fallback=true", "mediator.fallback=random",
     "loss.pixel=1.0", "train.batch_size=4", "train.checkpoint_every=2", "train.log_every=1",
-    "train.schedule=alternate", "ray.num_workers=2", "ray.cpus_per_worker=1", "ray.max_failures=1",
+    "train.schedule=alternate", "scaling.num_workers=2", "scaling.cpus_per_worker=1", "scaling.max_failures=1",
 ]
 
 
@@ -89,7 +89,7 @@ def test_missing_vgg_weights_without_explicit_fallback_fails_before_training(man
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
     rc = main(["train", "--faces", str(manifests[0]), "--zssr", str(manifests[1]), "--out", str(tmp_path / "r"),
-               "ray.num_workers=2"])
+               "scaling.num_workers=2"])
     assert rc == 1 and not (tmp_path / "r" / "train_meta.json").exists()
 
 
