@@ -34,3 +34,28 @@ def carphone():
     from survsr.data import carphone_paths
 
     return carphone_paths()
+
+
+@pytest.fixture(scope="session")
+def make_generator():
+    """``make_generator(path, channels=16, n_blocks=2, note=...)``: a small random SRGAN generator export
+    (seeded), for tests of everything that runs a generator but not of its quality."""
+    def make(path: Path, *, channels: int = 16, n_blocks: int = 2, note: str = "random test generator") -> Path:
+        import torch
+
+        from survsr.models.export import save_generator
+        from survsr.models.srgan import Generator, GeneratorConfig
+
+        torch.manual_seed(0)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_generator(Generator(GeneratorConfig(n_blocks=n_blocks, channels=channels)), path, {"note": note})
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(make_generator, tmp_path_factory) -> Path:
+    """One session-wide random generator export (16 channels, 2 residual blocks)."""
+    return make_generator(tmp_path_factory.mktemp("gen") / "generator.safetensors")

@@ -17,16 +17,8 @@ from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
 
 
 @pytest.fixture(scope="module")
-def gen_path(tmp_path_factory) -> Path:
-    import torch
-
-    from survsr.models.export import save_generator
-    from survsr.models.srgan import Generator, GeneratorConfig
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gen") / "generator.safetensors"
-    save_generator(Generator(GeneratorConfig(n_blocks=2, channels=16)), path)
-    return path
+def gen_path(tiny_generator) -> Path:
+    return tiny_generator
 
 
 @pytest.fixture(scope="module")

@@ -183,14 +183,11 @@ def _frames(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def stages(tmp_path_factory, carphone):
+def stages(tmp_path_factory, carphone, make_generator):
     """An ingest dir (carphone pristine + distorted crops), a ZSSR dir and a training run, built from real
     frames by hand so these tests do not depend on the other stages' code."""
     import pandas as pd
-    import torch
 
-    from survsr.models.export import save_generator
-    from survsr.models.srgan import Generator, GeneratorConfig
     from survsr.provenance import sha256_file, write_png, write_parquet_atomic
 
     root = tmp_path_factory.mktemp("stages")
@@ -221,9 +218,7 @@ def stages(tmp_path_factory, carphone):
                               lr_path=lr_rel))
     write_parquet_atomic(pd.DataFrame(rows), ing / "faces.parquet")
     write_parquet_atomic(pd.DataFrame(zrows), zs / "zssr.parquet")
-    torch.manual_seed(0)
-    gen = Generator(GeneratorConfig(channels=8, n_blocks=1))
-    save_generator(gen, run / "generator.safetensors", {"note": "test"})
+    make_generator(run / "generator.safetensors", channels=8, n_blocks=1, note="test")
     (run / "train_meta.json").write_text(json.dumps({"mediator": {"status": "random-init (fallback)"}}))
     (run / "train_log.jsonl").write_text("".join(
         json.dumps({"step": s, "loss_g": 1.0 / (s + 1), "loss_d": 0.7, "d_real": 0.6, "d_fake": 0.4}) + "\n"

@@ -537,16 +537,8 @@ if __name__ != "__main__":
         assert 2 <= resumed[0]["step"] <= res["killed"]["step_at_kill"] and resumed[0]["step"] % 2 == 0
         assert res["final_step"] == res["total_steps"] == 12 and res["generator"]
 
-    def test_serve_replica_killed_is_replaced(tmp_path):
-        import torch
-
-        from survsr.models.export import save_generator
-        from survsr.models.srgan import Generator, GeneratorConfig
-
-        torch.manual_seed(0)
-        gen = tmp_path / "generator.safetensors"
-        save_generator(Generator(GeneratorConfig(n_blocks=2, channels=16)), gen, {"note": "fault test"})
-        res = run_scenario("serve_replica_killed", {"generator": str(gen), "jobs": str(tmp_path / "jobs"),
+    def test_serve_replica_killed_is_replaced(tmp_path, tiny_generator):
+        res = run_scenario("serve_replica_killed", {"generator": str(tiny_generator), "jobs": str(tmp_path / "jobs"),
                                                     "requests_after": 8}, timeout=300)
         assert res["new"] and res["victim"] not in res["new"]
         assert res["after"] == [200] * 8, res

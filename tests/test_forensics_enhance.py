@@ -26,11 +26,7 @@ def _tree_hashes(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def enhanced(tmp_path_factory, carphone):
-    import torch
-
-    from survsr.models.export import save_generator
-    from survsr.models.srgan import Generator, GeneratorConfig
+def enhanced(tmp_path_factory, carphone, make_generator):
     from survsr.pipelines.enhance import EnhanceConfig, run_enhance
 
     root = tmp_path_factory.mktemp("enhance_forensics")
@@ -39,10 +35,7 @@ def enhanced(tmp_path_factory, carphone):
     src = inp / "carphone_pristine.mp4"
     shutil.copyfile(carphone["pristine"], src)
     before = _tree_hashes(inp)
-    torch.manual_seed(0)
-    gen = root / "model" / "generator.safetensors"
-    gen.parent.mkdir()
-    save_generator(Generator(GeneratorConfig(channels=8, n_blocks=1)), gen, {"note": "forensics test"})
+    gen = make_generator(root / "model" / "generator.safetensors", channels=8, n_blocks=1, note="forensics test")
     out = {}
     for name, mode, label in (("faces", "faces", True), ("faces_nolabel", "faces", False),
                               ("frame", "frame", True)):

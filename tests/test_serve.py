@@ -45,16 +45,8 @@ def _direct(gen_path: Path, img: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def gen_path(tmp_path_factory) -> Path:
-    import torch
-
-    from survsr.models.export import save_generator
-    from survsr.models.srgan import Generator, GeneratorConfig
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gen") / "generator.safetensors"
-    save_generator(Generator(GeneratorConfig(n_blocks=2, channels=16)), path, {"note": "random test generator"})
-    return path
+def gen_path(tiny_generator) -> Path:
+    return tiny_generator
 
 
 @pytest.fixture(scope="module")
