@@ -17,6 +17,7 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Loggers whose INFO lines are the job's progress: one per stage start/finish, and the final summary.
 PROGRESS_LOGGERS = ("survsr.pipeline", "survsr.demo")
 WORKER_LEVEL_ENV = "SURVSR_WORKER_LOG_LEVEL"
+_quiet = False
 
 
 class _ConsoleFilter(logging.Filter):
@@ -26,7 +27,10 @@ class _ConsoleFilter(logging.Filter):
 
 def quiet_console(log_dir: str | Path) -> Path:
     """Route INFO logs to ``log_dir/driver.log`` and keep only progress, warnings and errors on the console.
-    Returns the log file's path."""
+    Returns the log file's path. Ray started after this keeps worker output in its own session logs
+    (``log_to_driver`` off; errors still reach the driver as exceptions), whose folder driver.log names."""
+    global _quiet
+    _quiet = True
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / "driver.log"
@@ -55,6 +59,11 @@ def quiet_console(log_dir: str | Path) -> Path:
         if lg.handlers and not lg.propagate:  # Ray's own handlers end the chain: give the file its lines too
             lg.addHandler(next(h for h in root.handlers if isinstance(h, logging.FileHandler)))
     return path
+
+
+def quiet() -> bool:
+    """Whether this process asked for a quiet console (then Ray's worker output stays out of it)."""
+    return _quiet
 
 
 def worker_log_level() -> int:

@@ -44,17 +44,24 @@ def init_ray(cfg: RayConfig | None = None, *, dashboard: bool = False):
         return ray
     from survsr.provenance import code_version
 
+    from survsr import console
+
     cfg = cfg or RayConfig()
+    to_driver = not console.quiet()
     # Workers inherit the driver's environment (local Ray): all outputs of a job record one code version.
     os.environ.setdefault("SURVSR_CODE_VERSION", code_version())
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("joining Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=to_driver)
     else:
         # address="local": always a new instance; with None Ray would join whatever cluster
         # /tmp/ray/ray_current_cluster names (another user's run on a shared box) and reject num_cpus.
         ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=dashboard,
-                 _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", log_to_driver=True)
+                 _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", log_to_driver=to_driver)
         log.info("started local Ray: %s", ray.cluster_resources())
+    if not to_driver:
+        from ray._private.worker import _global_node  # no public API names the session's log folder
+
+        log.info("Ray worker logs: %s", _global_node.get_logs_dir_path() if _global_node else "(not local)")
     return ray
