@@ -236,7 +236,9 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
     from survsr.ray_utils import init_ray
 
     cfg = cfg or ZSSRStageConfig()
-    faces_dir, out_dir = Path(faces_dir), Path(out_dir)
+    from survsr.provenance import check_output_dir
+
+    faces_dir, out_dir = Path(faces_dir), check_output_dir(out_dir, [faces_dir], "zssr")
     faces = read_faces(faces_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chash = stage_hash(cfg)
@@ -328,7 +330,13 @@ def main(args: argparse.Namespace) -> int:
     try:
         summary = run_zssr(args.faces, args.out, cfg, address=args.address)
     except (FileNotFoundError, ValueError) as exc:
+        from survsr.provenance import OutputOverlapError
+
+        if isinstance(exc, OutputOverlapError):  # a usage error: exit 2 from survsr.cli, nothing written
+            raise
         print(f"survsr zssr: {exc}")
         return 1
     print(json.dumps({k: v for k, v in summary.items() if k != "failed"} | {"failed": len(summary["failed"])}))
-    return 1 if summary["failed"] else 0
+    from survsr.cli import batch_exit_code
+
+    return batch_exit_code(int(summary.get("done", 0)) + int(summary.get("skipped", 0)), len(summary["failed"]))

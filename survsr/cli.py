@@ -10,6 +10,23 @@ import logging
 import sys
 
 from survsr.config import ConfigError, is_override
+from survsr.provenance import OutputOverlapError
+
+# Exit codes of the batch commands (ingest, zssr, upscale, enhance); `survsr verify` has its own (see its help).
+EXIT_OK = 0        # every input done
+EXIT_FAILED = 1    # nothing could be done (every input failed, or the job itself failed)
+EXIT_USAGE = 2     # bad arguments or config, or an --out that overlaps an input: nothing was written
+EXIT_PARTIAL = 3   # done with failures: outputs for the good inputs are written, some inputs failed or
+                   # stopped early (the audit line says "partial"); scripts must not read this as success
+EXIT_INTERRUPTED = 130
+
+
+def batch_exit_code(done: int, failed: int) -> int:
+    """0 all done, 3 done with failures, 1 nothing done (``done`` counts skipped-as-already-done too)."""
+    if failed and not done:
+        return EXIT_FAILED
+    return EXIT_PARTIAL if failed else EXIT_OK
+
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("survsr.pipelines.ingest", "decode videos, detect/track faces, write crops and faces.parquet"),
@@ -78,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"survsr {name}: config error: {exc}", file=sys.stderr)
         return 2
+    except OutputOverlapError as exc:  # nothing was written: a usage error, like a bad option
+        print(str(exc), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"survsr {name}: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
