@@ -228,3 +228,4 @@ def test_video_job_checks_every_frame(service, tmp_path):
     assert st["state"] == "failed", st
     assert "2500x2500" in st["error"] and "max_frame_pixels" in st["error"]
     assert str(service["jobs"]) not in st["error"]
+
