@@ -34,7 +34,7 @@ from survsr.serve.media import frame_marking, mark_crop, mark_frame, side_by_sid
 from survsr.marking import MarkingConfig, mark_document, model_output_text
 from survsr.config import config_hash, from_dict, load, to_dict
 from survsr.ray_utils import use_address
-from survsr.stage import Stage
+from survsr.stage import Stage, batch_exit_code
 from survsr.audit import audited
 from survsr.provenance import (PROVENANCE_KEY, atomic_path, atomic_write_json, provenance, sha256_file,
                                stage_record, write_png)
@@ -83,6 +83,10 @@ class EnhanceConfig:
     mode: str = "frame"
     batch_size: int = 8  # frames per forward pass
     max_frames: int | None = None  # stop after this many frames per video (demo / smoke runs)
+    # Checked on every decoded frame, not just the first: a stream may change size mid-way (an MJPEG of
+    # small frames then 2500x2500 ones grew a model process to 14 GB). The video stops there (``partial``,
+    # the reason names the frame). Default 8K UHD; the service sets its limits.max_video_pixels.
+    max_frame_pixels: int = 7680 * 4320
     engine: EngineConfig = field(default_factory=EngineConfig)
     label: MarkingConfig = field(default_factory=MarkingConfig)  # visible AI-ENHANCED band (survsr.marking)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -103,7 +107,19 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 def output_hash(cfg: EnhanceConfig) -> str:
     """The stage's identity: the settings that shape the output; the actor pool does not, so a resume under
     different parallelism still recognises finished videos."""
-    return config_hash({k: v for k, v in to_dict(cfg).items() if k != "pool"})
+    d = {k: v for k, v in to_dict(cfg).items() if k != "pool"}
+    d.pop("max_frame_pixels", None)  # a guard: it decides whether a frame is refused, never what it becomes
+    return config_hash(d)
+
+
+class FrameTooLarge(Exception):
+    """A decoded frame over ``max_frame_pixels``: the video stops there."""
+
+
+def _check_frame(frame, index: int, src: Path, limit: int) -> None:
+    if frame.width * frame.height > limit:
+        raise FrameTooLarge(f"{src}: frame {index} is {frame.width}x{frame.height} = {frame.width * frame.height} "
+                            f"pixels, limit is {limit} (max_frame_pixels); stopped there")
 
 
 class _NoFrames(Exception):
@@ -252,6 +268,7 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
                     for frame in packet.decode():
                         if cfg.max_frames is not None and n_in >= cfg.max_frames:
                             break
+                        _check_frame(frame, n_in, src, cfg.max_frame_pixels)
                         pending.append((_frame_pts(frame, n_in, rate, tb), frame.to_ndarray(format="rgb24")))
                         n_in += 1
                         if len(pending) >= cfg.batch_size:
@@ -260,6 +277,9 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
                         break
             except av.error.FFmpegError as exc:
                 error = f"{src}: decode error after {n_in} frames: {exc}"
+                log.warning(error)
+            except FrameTooLarge as exc:
+                error = str(exc)
                 log.warning(error)
             flush()
             if writer is None:
@@ -354,6 +374,7 @@ def _enhance_faces(container, src: Path, src_sha: str, out_dir: Path, stem: str,
         for frame in container.decode(vs):
             if cfg.max_frames is not None and n_in >= cfg.max_frames:
                 break
+            _check_frame(frame, n_in, src, cfg.max_frame_pixels)
             idx = n_in
             n_in += 1
             if idx % cfg.faces.stride:
@@ -372,6 +393,9 @@ def _enhance_faces(container, src: Path, src_sha: str, out_dir: Path, stem: str,
                 flush()
     except av.error.FFmpegError as exc:
         error = f"{src}: decode error after {n_in} frames: {exc}"
+        log.warning(error)
+    except FrameTooLarge as exc:
+        error = str(exc)
         log.warning(error)
     flush()
     if n_in == 0:
@@ -456,10 +480,10 @@ def run_enhance(inputs: Sequence[str | Path], generator_path: str | Path, out_di
     Finished videos (sidecar present, same config and model) are skipped, so re-running after an
     interruption resumes. ``progress(path, frames_done)`` is called after each batch (plain loop only).
     """
-    from survsr.provenance import sha256_file as _sha
+    from survsr.provenance import check_output_dir, sha256_file as _sha
 
     cfg = cfg or EnhanceConfig()
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, [*inputs, *expand_inputs(inputs), generator_path], "enhance")
     out_dir.mkdir(parents=True, exist_ok=True)
     generator_path = Path(generator_path).resolve()
     if not generator_path.is_file():
@@ -559,7 +583,9 @@ def main(args: argparse.Namespace) -> int:
     for e in report["videos"]:
         if e["status"] in ("failed", "partial"):
             print(f"  {e['status']}: {e.get('reason')}")
-    return 0 if (report["done"] + report["skipped"] + report["partial"]) or not report["inputs"] else 1
+    # a video stopped by a corrupt tail is "partial": its output exists but is short, so it counts as a failure
+    return batch_exit_code(report["done"] + report["skipped"] + report["partial"],
+                           report["failed"] + report["partial"])
 
 
 STAGE = Stage(name="enhance", add_arguments=add_arguments, main=main, load_config=load_config,

@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -589,9 +590,10 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
         manifest = faces_dir / "faces.parquet"
         if not manifest.is_file():
             raise EvaluateError(f"{manifest}: ingest manifest not found (is {faces_dir} an ingest output?)")
-    inputs_dirs = [p.resolve() for p in [faces_dir, zssr_dir, *faces_hr, *faces_lr] if p is not None]
-    if out.resolve() in inputs_dirs:
-        raise EvaluateError(f"{out}: the report directory must not be an input directory")
+    from survsr.provenance import check_output_dir
+
+    check_output_dir(out, [p for p in [faces_dir, zssr_dir, *faces_hr, *faces_lr, generator] if p is not None],
+                     "evaluate")
     out.mkdir(parents=True, exist_ok=True)
     chash = identity(cfg)
 
@@ -697,13 +699,27 @@ def _is_original(inp: dict) -> bool:
         return True
 
 
+def _run_relative(path: Path, out: Path) -> str:
+    """A file inside the run (``out``'s parent, the usual ``RUN/evaluate`` layout) relative to ``out``, so a
+    copied or moved run verifies against its own files; anything outside stays absolute (last-known path,
+    checked by hash)."""
+    try:
+        p, o = path.resolve(), out.resolve()
+    except OSError:
+        return str(path)
+    if o.parent in p.parents:
+        return os.path.relpath(p, o)
+    return str(path)
+
+
 def _write_report_sidecars(out: Path, inputs: list[dict], record: dict) -> None:
     """``<file>.provenance.json`` beside the report files: their hashes and the inputs' hashes, so that
     ``survsr verify`` can check the report back to the manifests, the generator and the crops it used."""
     from survsr.provenance import provenance
     from survsr.verify import write_sidecar
 
-    parents = [{"path": str(i["path"]), "sha256": i["sha256"], **({"original": True} if _is_original(i) else {})}
+    parents = [{"path": _run_relative(Path(str(i["path"])), out), "sha256": i["sha256"],
+                **({"original": True} if _is_original(i) else {})}
                for i in inputs if i.get("path") and i.get("sha256")]
     doc = provenance("evaluation_report", source=None, parents=parents, stages=[record], model_output=True)
     for name in ("index.html", "metrics.json", "metrics.csv"):

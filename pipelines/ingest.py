@@ -40,9 +40,9 @@ import numpy as np
 from survsr import telemetry
 from survsr.config import config_hash, from_dict, load, to_dict
 from survsr.ray_utils import use_address
-from survsr.stage import Stage
+from survsr.stage import EXIT_FAILED, EXIT_PARTIAL, Stage
 from survsr.provenance import (
-    PROVENANCE_KEY, append_audit, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
+    PROVENANCE_KEY, append_audit, atomic_write_json, check_output_dir, provenance, sha256_file, stage_record, write_parquet_atomic,
     write_png,
 )
 from survsr.video.crops import CropConfig, crop, keep_crop, make_lr, sharpness
@@ -206,10 +206,13 @@ def write_crop(row: dict[str, Any], out_dir: Path, source: str, source_sha: str,
     common = {"detector": row["detector"], "score": row["score"], "track_id": f"{vid}-t{row['track_no']:03d}"}
     native_rel = f"crops/{vid}/native/{cid}.png"
     lr_rel = f"crops/{vid}/lr/{cid}.png"
-    native_sha = write_png(out_dir / native_rel, native, text={PROVENANCE_KEY: provenance(
+    # Written into the video's hidden staging directory; commit_video renames it to crops/<vid> together
+    # with the part and marker, so an interrupted job never leaves visible crops that no manifest lists.
+    staging = _staging(out_dir, vid)
+    native_sha = write_png(staging / "native" / f"{cid}.png", native, text={PROVENANCE_KEY: provenance(
         "crop_native", source=src, parents=parents,
         stages=[{**stage, **common}], model_output=False)})
-    lr_sha = write_png(out_dir / lr_rel, lr, text={PROVENANCE_KEY: provenance(
+    lr_sha = write_png(staging / "lr" / f"{cid}.png", lr, text={PROVENANCE_KEY: provenance(
         "crop_lr", source=src, parents=parents,
         stages=[{**stage, "resize_method": method, "native_size": [w, h], **common}],
         model_output=False)})
@@ -296,11 +299,35 @@ def _marker(out_dir: Path, video_id: str) -> Path:
     return out_dir / "parts" / f"{video_id}.done.json"
 
 
+def _staging(out_dir: Path, video_id: str) -> Path:
+    """Where a video's crops are written before its commit (hidden: verify and listings skip it)."""
+    return Path(out_dir) / "crops" / f".{video_id}.tmp"
+
+
+def clean_uncommitted(out_dir: Path) -> int:
+    """Remove what an interrupted job left: staging directories, and crop directories of videos whose
+    done marker was never written (killed between the rename and the marker). Returns how many."""
+    crops = Path(out_dir) / "crops"
+    n = 0
+    if crops.is_dir():
+        for d in crops.iterdir():
+            if d.is_dir() and (d.name.startswith(".") or not _marker(Path(out_dir), d.name).exists()):
+                shutil.rmtree(d, ignore_errors=True)
+                n += 1
+    return n
+
+
 def commit_video(out_dir: Path, summary: dict, rows: list[dict], cfg_hash: str) -> None:
-    """Part first, marker last (both atomic): a marker always points at a complete part."""
+    """Crops (staging dir renamed into place), then part, then marker (all atomic): a marker always points
+    at a complete part whose crops are all there."""
     import pandas as pd
 
     vid = summary["video_id"]
+    staging, final = _staging(out_dir, vid), Path(out_dir) / "crops" / vid
+    if final.exists():
+        shutil.rmtree(final)
+    if staging.is_dir():
+        os.replace(staging, final)
     part = out_dir / "parts" / f"{vid}.parquet"
     cols = [c for c in MANIFEST_COLUMNS if c != "split"]
     df = pd.DataFrame(sorted(rows, key=lambda r: r["crop_id"]), columns=cols)
@@ -544,11 +571,29 @@ def run_ingest(inputs: Iterable[str | os.PathLike], out_dir: str | Path, cfg: In
     """
     cfg = cfg or IngestConfig()
     use_ray = cfg.pool.enabled if use_ray is None else use_ray
-    out_dir = Path(out_dir).resolve()
+    inputs = list(inputs)
+    sources = expand_inputs(inputs)
+    out_dir = check_output_dir(out_dir, [*inputs, *sources], "ingest")
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     h = output_hash(cfg)
-    sources = expand_inputs(inputs)
+    stale = clean_uncommitted(out_dir)
+    if stale:
+        log.info("removed %d uncommitted crop directories left by an interrupted run", stale)
+    try:
+        return _ingest(sources, out_dir, cfg, use_ray, h, t0)
+    except BaseException as exc:  # interrupted (SIGINT) or failed: leave no orphans, say so in the audit log
+        clean_uncommitted(out_dir)
+        outcome = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+                   else f"error: {type(exc).__name__}: {str(exc).strip()[:500]}")
+        append_audit(out_dir, {"stage": "ingest", "command": "ingest", "config_hash": h, "inputs": sources,
+                               "arguments": {"out_dir": str(out_dir), "use_ray": bool(use_ray)},
+                               "outputs": {}, "outcome": outcome,
+                               "seconds": round(time.time() - t0, 3)})
+        raise
+
+
+def _ingest(sources: list[str], out_dir: Path, cfg: IngestConfig, use_ray: bool, h: str, t0: float) -> dict:
     failed: list[dict] = []
     todo: list[dict] = []
     skipped: list[str] = []
@@ -691,7 +736,9 @@ def main(args: argparse.Namespace) -> int:
     for f in report["failed"]:
         print(f"  failed: {f['reason']}" + (f" (kept {f['frames_kept']} frames)" if f["frames_kept"] else ""),
               file=sys.stderr)
-    return 0 if report["ok"] else 1
+    if not report["ok"]:
+        return EXIT_FAILED
+    return EXIT_PARTIAL if report["failed"] else 0  # partial: some inputs failed or were cut short
 
 
 STAGE = Stage(name="ingest", add_arguments=add_arguments, main=main, load_config=load_config, identity=output_hash,

@@ -649,7 +649,9 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
 
     cfg = cfg or load_config()
     t0 = time.perf_counter()
-    out_dir = Path(out_dir).resolve()
+    from survsr.provenance import check_output_dir
+
+    out_dir = check_output_dir(out_dir, [faces_dir, zssr_dir], "train")
     med = resolve_status(cfg.mediator)  # fails here (before Ray starts) when weights are missing w/o fallback
     if med.warning:
         log.warning("mediator: %s", med.warning)
@@ -772,7 +774,9 @@ def main(args: argparse.Namespace) -> int:
         use_address(args.address)
         summary = run_train(faces, zssr, out, cfg)
     except (FileNotFoundError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
+        from survsr.provenance import OutputOverlapError
+
+        if isinstance(exc, (ConfigError, OutputOverlapError)):  # usage errors: exit 2 (survsr.stage.run_command)
             raise
         print(f"survsr train: {exc}", flush=True)
         return 1

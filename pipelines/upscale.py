@@ -16,37 +16,18 @@ from pathlib import Path
 import numpy as np
 
 from survsr.config import config_hash, load
-from survsr.provenance import PROVENANCE_KEY, provenance, sha256_file, stage_record, write_png
-from survsr.stage import Command
+from survsr.images import read_image
+from survsr.provenance import (PROVENANCE_KEY, check_output_dir, provenance, sha256_file, stage_record,
+                               write_png)
+from survsr.stage import Command, batch_exit_code
 
 log = logging.getLogger(__name__)
 
 
-class ImageError(ValueError):
-    """An input image cannot be used; the message names the file."""
-
-
 def read_image_uint8(path: str | Path) -> np.ndarray:
-    """uint8 RGB HxWx3, or HxW for grayscale files; clear errors for what ZSSR cannot take."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-                raise ImageError(f"{path}: {mode} ({'16-bit' if '16' in mode else '32-bit'}) image: "
-                                 "only 8-bit images are supported, convert it to 8-bit first")
-            if mode in ("L", "1"):
-                return np.asarray(im.convert("L"), dtype=np.uint8).copy()
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageError(f"{path}: not a readable image ({exc})") from None
+    """uint8 RGB HxWx3, or HxW for grayscale files; refused files raise ``ImageError`` naming the file
+    (the one decoder and policy of ``survsr.images``, shared with the service)."""
+    return read_image(path)
 
 
 def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "zssr", scale: float = 2.0,
@@ -57,7 +38,7 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
 
     cfg = dataclasses.replace(cfg or ZSSRConfig(), scale=float(scale))
     cfg.validate()
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir, paths, "upscale")
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = ZSSR(cfg) if method == "zssr" else None
     chash = config_hash({"method": method, "zssr": dataclasses.asdict(cfg) if engine else None, "scale": scale})
@@ -78,6 +59,11 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
                 out, info = bicubic_upscale(img, scale), {"device": "cpu"}
         except ValueError as exc:  # ImageError and survsr.models.zssr.check_image both name the file
             msg = str(exc) if str(p) in str(exc) else f"{p}: {exc}"
+            failed.append({"path": str(p), "error": msg})
+            log.error("%s", msg)
+            continue
+        except Exception as exc:  # noqa: BLE001 - anything else one file causes: report it, go on
+            msg = f"{p}: {type(exc).__name__}: {exc}"
             failed.append({"path": str(p), "error": msg})
             log.error("%s", msg)
             continue
@@ -138,7 +124,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"upscaled {len(res['written'])} image(s) into {args.out}; {len(res['failed'])} failed")
     for f in res["failed"]:
         print(f"  FAILED {f['error']}")
-    return 1 if res["failed"] else 0
+    return batch_exit_code(len(res["written"]), len(res["failed"]))
 
 
 COMMAND = Command(name="upscale", add_arguments=add_arguments, main=main)

@@ -27,7 +27,7 @@ from survsr.models.zssr import ZSSRConfig
 from survsr import telemetry
 from survsr.config import ConfigError, config_hash, from_dict, load, to_dict
 from survsr.ray_utils import use_address
-from survsr.stage import Stage
+from survsr.stage import Stage, batch_exit_code
 from survsr.console import FORMAT, worker_log_level
 from survsr.provenance import (
     PROVENANCE_KEY, append_audit, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
@@ -241,7 +241,9 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
     from survsr.ray_utils import init_ray
 
     cfg = cfg or ZSSRStageConfig()
-    faces_dir, out_dir = Path(faces_dir), Path(out_dir)
+    from survsr.provenance import check_output_dir
+
+    faces_dir, out_dir = Path(faces_dir), check_output_dir(out_dir, [faces_dir], "zssr")
     faces = read_faces(faces_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chash = stage_hash(cfg)
@@ -334,10 +336,14 @@ def main(args: argparse.Namespace) -> int:
         use_address(args.address)
         summary = run_zssr(args.faces, args.out, cfg)
     except (FileNotFoundError, ValueError) as exc:
+        from survsr.provenance import OutputOverlapError
+
+        if isinstance(exc, OutputOverlapError):  # a usage error: exit 2 (survsr.stage.run_command), nothing written
+            raise
         print(f"survsr zssr: {exc}")
         return 1
     print(json.dumps({k: v for k, v in summary.items() if k != "failed"} | {"failed": len(summary["failed"])}))
-    return 1 if summary["failed"] else 0
+    return batch_exit_code(int(summary.get("done", 0)) + int(summary.get("skipped", 0)), len(summary["failed"]))
 
 
 STAGE = Stage(name="zssr", add_arguments=add_arguments, main=main, load_config=load_config, identity=stage_hash,

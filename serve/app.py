@@ -87,10 +87,10 @@ class EnhancerModel:
                 "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())}}
 
     def check_health(self) -> None:
-        # Serve restarts the replica if this raises; a tiny forward proves the weights are usable.
-        out = self.enhancer.enhance([np.zeros((4, 4, 3), np.uint8)])
-        if out[0].shape != (4 * self.enhancer.scale, 4 * self.enhancer.scale, 3):
-            raise RuntimeError("generator returned a wrong shape")
+        # Serve restarts the replica if this raises. It must never wait for a running forward (3 missed
+        # checks during a long CPU forward made Serve kill the replica mid-request): a tiny forward when
+        # idle proves the weights are usable; while busy, the running forward is the proof of life.
+        self.enhancer.health()
 
 
 # ---------------------------------------------------------------- video jobs (Ray tasks)
@@ -117,7 +117,8 @@ def run_video_job(job_dir: str, input_name: str, mode: str, args_dict: dict, app
     handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=app_name)
     info = handle.info.remote().result()
     cfg = EnhanceConfig(mode=mode, batch_size=args.jobs.batch_size, label=args.label, output=args.video_output,
-                        faces=args.faces, pool=PoolConfig(enabled=False))
+                        faces=args.faces, pool=PoolConfig(enabled=False),
+                        max_frame_pixels=args.limits.max_video_pixels)  # every frame, not just the probed one
     last = [0.0]
 
     def progress(_path: str, frames: int) -> None:
@@ -143,6 +144,11 @@ def run_video_job(job_dir: str, input_name: str, mode: str, args_dict: dict, app
         log.exception("video job %s failed", jd.name)
         _write_status(jd, state="failed", error=f"{type(exc).__name__}: {exc}")
         raise
+    if rep["status"] == "partial" and "max_frame_pixels" in str(rep.get("reason")):
+        # a frame over the service's limit: the job is refused, not half-served
+        _write_status(jd, state="failed", error=str(rep["reason"]).replace(str(jd / input_name), "upload"),
+                      report=rep)
+        return rep
     if rep["status"] in ("done", "partial"):
         result = jd / "out" / rep["output"]
         if mode == "faces":  # many PNGs + manifest -> one download, renamed into place when complete
@@ -242,7 +248,9 @@ def probe_video(path: Path, max_pixels: int) -> dict:
     except BadInput:
         raise
     except Exception as exc:  # noqa: BLE001 - any FFmpeg failure means the same to the client
-        raise BadInput(422, f"upload is not a readable video: {exc}") from None
+        # FFmpeg's message names the file: keep the server's job directory out of the answer
+        why = str(exc).replace(str(path), "upload").replace(str(path.parent), "job")
+        raise BadInput(422, f"upload is not a readable video: {why}") from None
     raise BadInput(422, "video has no frames")
 
 
@@ -311,6 +319,8 @@ class Ingress:
     @api.get("/healthz", summary="liveness + model status")
     async def healthz(self) -> dict:
         info = await self.model.info.remote()
+        # unauthenticated: the generator's file name and hash, never where it lives on the server
+        info["generator"] = Path(str(info.get("generator", ""))).name
         return {"status": "ok", **info}
 
     async def _read_image(self, request: Request) -> tuple[bytes, np.ndarray]:
@@ -456,8 +466,12 @@ class Ingress:
             source, options = str(body["source"]), dict(body.get("options") or {})
         except (ValueError, KeyError, TypeError):
             raise HTTPException(422, 'body must be JSON {"source": URL, "options": {...}}') from None
-        if not any(source.startswith(p) for p in sc.allowed_prefixes):
-            raise HTTPException(403, f"source {source!r} is not allowed (streams.allowed_prefixes)")
+        from survsr.serve.stream import SourceNotAllowed, check_source_allowed
+
+        try:
+            source = check_source_allowed(source, sc.allowed_prefixes)
+        except SourceNotAllowed as exc:
+            raise HTTPException(403, f"source {body['source']!r} is refused: {exc}") from None
         self._streams = {k: v for k, v in self._streams.items() if not self._stream_done(v)}
         if len(self._streams) >= sc.max_streams:
             raise HTTPException(429, f"already {len(self._streams)} streams running (streams.max_streams)")
@@ -480,14 +494,36 @@ class Ingress:
 
         return bool(ray.wait([entry[1]], timeout=0)[0])
 
+    # How long GET/DELETE wait for a stream actor's answer. An actor still waiting for a free CPU cannot
+    # answer at all (the call used to hang 30-60 s, then fail CANCELLED): past this it is reported pending.
+    STREAM_ANSWER_S = 2.0
+
+    async def _final(self, stream_id: str, done) -> dict:
+        try:
+            return {"stream_id": stream_id, **(await done)}
+        except Exception as exc:  # noqa: BLE001 - killed (stopped while pending) or crashed
+            return {"stream_id": stream_id, "state": "stopped" if "kill" in str(exc).lower() else "failed",
+                    "error": type(exc).__name__}
+
+    async def _live_stats(self, stream_id: str, actor) -> dict | None:
+        """The actor's stats, or None when it has not started (no CPU free yet)."""
+        try:
+            return {"stream_id": stream_id, **(await asyncio.wait_for(actor.stats.remote(), self.STREAM_ANSWER_S))}
+        except asyncio.TimeoutError:
+            return None
+
     async def _stream_stats(self, stream_id: str) -> dict:
         entry = self._streams.get(stream_id)
         if entry is None:
             raise HTTPException(404, f"no stream {stream_id!r}")
         actor, done = entry
         if self._stream_done(entry):
-            return {"stream_id": stream_id, **(await done)}
-        return {"stream_id": stream_id, **(await actor.stats.remote())}
+            return await self._final(stream_id, done)
+        stats = await self._live_stats(stream_id, actor)
+        if stats is None:
+            return {"stream_id": stream_id, "state": "pending",
+                    "detail": "accepted, waiting for a free CPU to start; DELETE cancels it"}
+        return stats
 
     @api.get("/v1/streams/{stream_id}", summary="live stream statistics")
     async def stream_status(self, stream_id: str, request: Request) -> dict:
@@ -497,12 +533,20 @@ class Ingress:
     @api.delete("/v1/streams/{stream_id}", summary="stop a live stream; returns its final statistics")
     async def stop_stream(self, stream_id: str, request: Request) -> dict:
         self._auth(request)
+        import ray
+
         entry = self._streams.get(stream_id)
         if entry is None:
             raise HTTPException(404, f"no stream {stream_id!r}")
-        entry[0].stop.remote()
-        final = await entry[1]
-        return {"stream_id": stream_id, **final}
+        actor, done = entry
+        if not self._stream_done(entry) and await self._live_stats(stream_id, actor) is None:
+            # never started (no CPU free): nothing to flush, so end it now instead of queueing a stop behind it
+            ray.kill(actor, no_restart=True)
+            self._streams.pop(stream_id, None)
+            return {"stream_id": stream_id, "state": "stopped", "frames_read": 0,
+                    "detail": "stopped before it started (it was pending)"}
+        actor.stop.remote()
+        return await self._final(stream_id, done)
 
     @api.get("/v1/videos/{job_id}", summary="job status")
     async def video_status(self, job_id: str, request: Request) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -117,6 +118,8 @@ class Enhancer:
         self.model = torch.compile(model, mode=cfg.compile_mode, dynamic=False) if cfg.compile else model
         # One forward at a time per process: a second thread would only fight for the same cores/GPU.
         self._lock = threading.Lock()
+        self.busy_since: float | None = None
+        self.forwards_ok = 0
         log.info("generator %s (sha256 %s..) on %s, %s", self.generator_path, self.model_sha256[:12],
                  self.device, cfg.precision if self.dtype != torch.float32 else "fp32")
 
@@ -146,15 +149,35 @@ class Enhancer:
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"frame {i}: expected uint8 HxWx3, got {img.dtype} {img.shape}")
             groups.setdefault(img.shape, []).append(i)
-        with self._lock:
-            for shape, idx in groups.items():
-                per = max(1, self.cfg.max_pixels_per_batch // (shape[0] * shape[1]))
-                for start in range(0, len(idx), per):
-                    chunk = idx[start:start + per]
-                    res = self._forward(np.stack([images[i] for i in chunk]))
-                    for j, i in enumerate(chunk):
-                        out[i] = res[j]
+        for shape, idx in groups.items():
+            per = max(1, self.cfg.max_pixels_per_batch // (shape[0] * shape[1]))
+            for start in range(0, len(idx), per):
+                chunk = idx[start:start + per]
+                # The lock is taken per forward, not per call: a long call (8 frames at 1080p) is a series of
+                # bounded forwards, and other callers' forwards interleave between them.
+                with self._lock:
+                    self.busy_since = time.monotonic()
+                    try:
+                        res = self._forward(np.stack([images[i] for i in chunk]))
+                    finally:
+                        self.busy_since = None
+                for j, i in enumerate(chunk):
+                    out[i] = res[j]
+        self.forwards_ok += 1
         return out  # type: ignore[return-value]
+
+    def health(self) -> str:
+        """Liveness without waiting on inference: a tiny forward when the model is idle, else "busy" (a
+        forward is running, which is itself proof of life). Raises when the model gives a wrong shape."""
+        if not self._lock.acquire(blocking=False):
+            return "busy"
+        try:
+            y = self._forward(np.zeros((1, 4, 4, 3), np.uint8))
+        finally:
+            self._lock.release()
+        if y.shape[1:] != (4 * self.scale, 4 * self.scale, 3):
+            raise RuntimeError(f"generator returned shape {y.shape[1:]} for a 4x4 input")
+        return "ok"
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         return self.enhance(images)

@@ -4,7 +4,6 @@ decoding untrusted uploads with limits, side-by-side review frames, and the visi
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 
 import numpy as np
@@ -23,30 +22,21 @@ class BadInput(ValueError):
 
 
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, name: str = "upload") -> np.ndarray:
-    """PNG/JPEG (anything Pillow reads) -> uint8 RGB HxWx3, refusing what we should not decode.
+    """Upload bytes -> uint8 RGB HxWx3 through the one decoder the CLI uses too (``survsr.images``: limits
+    checked from the header before decoding, 16/32-bit refused rather than clipped); its refusals become
+    ``BadInput`` with the policy's HTTP status."""
+    from survsr.images import ImageError
+    from survsr.images import decode_image as _decode
 
-    The pixel limit is checked from the header before decoding, so a decompression bomb never expands.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise BadInput(400, f"{name}: empty body (send the image bytes as the request body)")
-    if len(data) > max_bytes:
-        raise BadInput(413, f"{name}: body is {len(data)} bytes, limit is {max_bytes}")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise BadInput(413, f"{name}: image is {w}x{h} = {w * h} pixels, limit is {max_pixels}")
-            if w < 1 or h < 1:
-                raise BadInput(422, f"{name}: image has no pixels ({w}x{h})")
-            im.load()
-            rgb = im.convert("RGB")
-    except BadInput:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise BadInput(415, f"{name}: not a readable image (PNG or JPEG expected): {exc}") from None
-    return np.asarray(rgb, dtype=np.uint8).copy()
+        return _decode(data, name=name, max_bytes=max_bytes, max_pixels=max_pixels, rgb=True)
+    except ImageError as exc:
+        msg = exc.message
+        if exc.status == 400:
+            msg = f"{name}: empty body (send the image bytes as the request body)"
+        elif exc.status == 415 and "8-bit" not in msg:
+            msg = msg.replace("not a readable image", "not a readable image (PNG or JPEG expected)")
+        raise BadInput(exc.status, msg) from None
 
 
 def upscale_bicubic(img: np.ndarray, scale: int) -> np.ndarray:

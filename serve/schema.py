@@ -68,8 +68,10 @@ class JobsConfig:
 
 @dataclass
 class StreamsConfig:
-    # Sources a client may ask the service to open, by prefix (e.g. "rtsp://10.20.0."). Empty = the
-    # /v1/streams endpoints refuse everything: an open URL fetcher on a server is an SSRF hole.
+    # Sources a client may ask the service to open (survsr.serve.stream.check_source_allowed): URL entries
+    # match scheme + host + port (+ path prefix by segments; "host:*" = any port), e.g. "rtsp://10.20.0.5/";
+    # path entries match files whose real path lies inside them. No string-prefix matching: a host prefix
+    # such as "rtsp://10.20.0." admits nothing. Empty = /v1/streams refuses everything (no SSRF).
     allowed_prefixes: list[str] = field(default_factory=list)
     out_dir: str = "serve_streams"
     max_streams: int = 4

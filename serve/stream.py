@@ -107,6 +107,78 @@ def is_url(source: str) -> bool:
     return source.lower().startswith(URL_PREFIXES)
 
 
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443, "udp": None, "srt": None}
+
+
+class SourceNotAllowed(ValueError):
+    """A stream source outside ``streams.allowed_prefixes``."""
+
+
+def _url_parts(url: str, entry: bool = False) -> tuple[str, str, int | str | None, str]:
+    """(scheme, host, port, path) of a URL; userinfo, a missing host or a bad port are refused, since each
+    one lets a string that *starts with* an allowed prefix point somewhere else."""
+    from urllib.parse import urlsplit
+
+    if any(c.isspace() or ord(c) < 32 or c == "\\" for c in url):
+        raise SourceNotAllowed("URL contains whitespace, control characters or backslashes")
+    u = urlsplit(url)
+    any_port = entry and (u.netloc.endswith(":") or u.netloc.endswith(":*"))
+    if any_port:  # an allow-list entry "scheme://host:" or "scheme://host:*" admits every port of that host
+        u = u._replace(netloc=u.netloc.rstrip("*").rstrip(":"))
+    if "@" in u.netloc or u.username is not None or u.password is not None:
+        raise SourceNotAllowed("URL carries user info (user:password@): not accepted")
+    if not u.hostname:
+        raise SourceNotAllowed("URL has no host")
+    try:
+        port = u.port
+    except ValueError:
+        raise SourceNotAllowed("URL has an invalid port") from None
+    scheme = u.scheme.lower()
+    path = u.path or "/"
+    if any(seg in (".", "..") for seg in path.split("/")):
+        raise SourceNotAllowed("URL path has . or .. segments")
+    if any_port:
+        return scheme, u.hostname.lower(), "*", path
+    return scheme, u.hostname.lower(), port if port is not None else _DEFAULT_PORTS.get(scheme), path
+
+
+def check_source_allowed(source: str, allowed: list[str]) -> str:
+    """The canonical form of ``source`` when an entry of ``allowed`` admits it; else ``SourceNotAllowed``.
+
+    Entries are compared by meaning, not as string prefixes (issue 15: ``allowed/../secret/x.mp4`` and
+    ``http://127.0.0.1:8099@127.0.0.1:8098/`` both passed a prefix match):
+
+    * a URL entry admits URLs with the same scheme, host and port (the scheme's default port when none is
+      written; ``host:`` or ``host:*`` for any port of that host) whose path lies under the entry's path, compared segment by segment; URLs with user info,
+      ``.``/``..`` segments, whitespace or backslashes are refused;
+    * a path entry is a directory (or one file): it admits a local file whose real path (symlinks resolved,
+      ``..`` collapsed) lies inside the entry's real path (``os.path.commonpath``). The returned source is
+      that real path, so what is opened is what was checked.
+    """
+    if "://" in source:
+        scheme, host, port, path = _url_parts(source)
+        for entry in allowed:
+            if "://" not in entry:
+                continue
+            try:
+                e_scheme, e_host, e_port, e_path = _url_parts(entry, entry=True)
+            except SourceNotAllowed:
+                continue  # a malformed entry admits nothing
+            under = path == e_path or e_path.endswith("/") and path.startswith(e_path) or \
+                path.startswith(e_path.rstrip("/") + "/")
+            if (scheme, host) == (e_scheme, e_host) and e_port in ("*", port) and under:
+                return source
+        raise SourceNotAllowed("not allowed by streams.allowed_prefixes")
+    real = os.path.realpath(source)
+    for entry in allowed:
+        if "://" in entry:
+            continue
+        root = os.path.realpath(entry)
+        if real == root or os.path.commonpath([real, root]) == root:
+            return real
+    raise SourceNotAllowed("not allowed by streams.allowed_prefixes")
+
+
 class DropOldestQueue:
     """A bounded FIFO that never blocks the producer: a put on a full queue evicts the oldest item."""
 

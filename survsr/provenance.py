@@ -214,3 +214,36 @@ def provenance(kind: str, *, source: dict[str, Any] | None, parents: list[dict[s
         "parents": parents,
         "stages": stages,
     }
+
+
+class OutputOverlapError(ValueError):
+    """An output directory that is, lies inside, or contains an input: refused before anything is written."""
+
+
+def check_output_dir(out_dir: str | os.PathLike, inputs: Any, command: str) -> Path:
+    """Refuse an output directory that could write over or beside an input; returns it resolved.
+
+    The rule (one for every command): ``out_dir`` may not be an input's directory (the directory given, or
+    the one holding an input file), may not lie inside one, and may not contain an input. Paths are compared
+    after resolving symlinks, so a link to the input directory is caught too. URLs are not files and are
+    skipped. Call it before creating ``out_dir``: a refused command leaves no trace on disk."""
+    out = Path(out_dir).expanduser().resolve()
+    for item in inputs:
+        s = os.fspath(item)
+        if "://" in s:
+            continue
+        p = Path(s).expanduser()
+        if not p.exists():
+            continue  # reported by the stage (by name) as a missing input
+        p = p.resolve()
+        home = p if p.is_dir() else p.parent
+        if out == home or home in out.parents:
+            where = "is" if out == home else "lies inside"
+            raise OutputOverlapError(
+                f"survsr {command}: refusing output directory {out}: it {where} the directory of input {p} "
+                "(no command writes into an input's directory; choose an --out elsewhere)")
+        if out in p.parents:
+            raise OutputOverlapError(
+                f"survsr {command}: refusing output directory {out}: it contains input {p} "
+                "(no command writes over or beside its inputs; choose an --out elsewhere)")
+    return out

@@ -35,6 +35,24 @@ def use_address(address: str | None) -> None:
         os.environ["RAY_ADDRESS"] = address
 
 
+def _loopback_only() -> None:
+    """Keep a local start's internal ports (GCS, raylet, workers, agents) on 127.0.0.1.
+
+    Ray 2.60 turns ``_node_ip_address="127.0.0.1"`` into the machine's reachable address, and its gRPC
+    servers then listen on all interfaces, with auth disabled (measured: GCS and raylet on ``*``, dashboard
+    agent on 0.0.0.0, runtime-env agent on the LAN address). ``ray._private.services`` keeps the loopback
+    node IP only when multi-node clustering is off (``ray_constants.ENABLE_RAY_CLUSTER``, from
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``); Ray's own processes get the node IP as an argument, so turning
+    it off in this driver is enough, and nothing leaks into subprocesses through the environment. Only for
+    a local start: a driver joining a cluster must report its real address."""
+    try:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    except (ImportError, AttributeError):  # a Ray without it: its default applies
+        log.warning("cannot keep Ray's internal ports on loopback with this Ray version")
+
+
 def init_ray(cfg: RayConfig | None = None, *, dashboard: bool = False):
     """Join ``cfg.address`` (or $RAY_ADDRESS); otherwise start an embedded local Ray bound to 127.0.0.1.
     A no-op when Ray is already up in this process."""
@@ -57,6 +75,7 @@ def init_ray(cfg: RayConfig | None = None, *, dashboard: bool = False):
     else:
         # address="local": always a new instance; with None Ray would join whatever cluster
         # /tmp/ray/ray_current_cluster names (another user's run on a shared box) and reject num_cpus.
+        _loopback_only()
         ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=dashboard,
                  _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", log_to_driver=to_driver)
         log.info("started local Ray: %s", ray.cluster_resources())

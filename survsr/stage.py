@@ -14,6 +14,22 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 
+# Exit codes of the batch commands (ingest, zssr, upscale, enhance); `survsr verify` has its own (see its help).
+EXIT_OK = 0        # every input done
+EXIT_FAILED = 1    # nothing could be done (every input failed, or the job itself failed)
+EXIT_USAGE = 2     # bad arguments or config, or an --out that overlaps an input: nothing was written
+EXIT_PARTIAL = 3   # done with failures: outputs for the good inputs are written, some inputs failed or
+                   # stopped early (the audit line says "partial"); scripts must not read this as success
+EXIT_INTERRUPTED = 130
+
+
+def batch_exit_code(done: int, failed: int) -> int:
+    """0 all done, 3 done with failures, 1 nothing done (``done`` counts skipped-as-already-done too)."""
+    if failed and not done:
+        return EXIT_FAILED
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
@@ -36,6 +52,7 @@ def run_command(command: Command, argv: list[str], *, description: str | None = 
     import sys
 
     from survsr.config import ConfigError
+    from survsr.provenance import OutputOverlapError
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -52,7 +69,10 @@ def run_command(command: Command, argv: list[str], *, description: str | None = 
         return int(command.main(args) or 0)
     except ConfigError as exc:
         print(f"survsr {command.name}: config error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except OutputOverlapError as exc:  # nothing was written: a usage error, like a bad option
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"survsr {command.name}: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

@@ -203,8 +203,13 @@ class _VideoProbe:
 
 
 class Verifier:
-    def __init__(self, *, source_roots: Iterable[str | os.PathLike] = (), pixels: bool = False):
+    def __init__(self, *, source_roots: Iterable[str | os.PathLike] = (), pixels: bool = False,
+                 roots: Iterable[str | os.PathLike] = ()):
         self.source_roots = [Path(r) for r in source_roots]
+        # The run directories being verified. A record that names a file by an absolute path from before a
+        # copy or move (``/old/run/train/generator.safetensors``) is checked against the file at the same
+        # place under these roots, never against the original run's file (issue 15: a tampered copy passed).
+        self.roots = [_resolve(Path(r)) for r in roots]
         self.pixels = pixels
         self.nodes: dict[Path, _Node] = {}
         self.manifest_refs: dict[Path, list[_ManifestRef]] = {}
@@ -216,6 +221,7 @@ class Verifier:
         self.manifest_errors: list[Problem] = []
         self.sidecar_of: dict[Path, tuple[Path, dict[str, Any]]] = {}
         self.sidecar_dirs: set[Path] = set()
+        self.record_files: set[Path] = set()  # manifests and sidecars read as records of other files
 
     # ------------------------------------------------------------------ manifests
     def load_manifest(self, path: Path) -> list[Path]:
@@ -242,6 +248,7 @@ class Verifier:
             if c.endswith("_path") and c != "source_path" and c != primary and c[:-5] + "_sha256" in cols:
                 pairs.append((c, c[:-5] + "_sha256"))
         id_col = next((c for c in ROW_ID_COLUMNS if c in cols), None)
+        self.record_files.add(path)
         files = []
         for i, row in enumerate(table.to_pylist()):
             row_id = f"{id_col}={row[id_col]}" if id_col else f"row {i}"
@@ -251,12 +258,15 @@ class Verifier:
                     continue
                 f = Path(rel)
                 if f.is_absolute():
-                    f = _resolve(f)
+                    f = self._in_roots(f) or _resolve(f)
                 else:
                     # Contract: relative to the manifest's directory. Internal part manifests (ingest's
-                    # parts/*.parquet) are relative to the run directory above: accept the first that exists.
+                    # parts/*.parquet) are relative to the run directory above: accept the first that exists,
+                    # and for a file that is gone, the first whose directory exists (a deleted crop is then
+                    # reported at its real path, not at a path under parts/).
                     cands = [path.parent / f, path.parent.parent / f, path.parent.parent.parent / f]
-                    f = _resolve(next((c for c in cands if c.is_file()), cands[0]))
+                    f = _resolve(next((c for c in cands if c.is_file()),
+                                      next((c for c in cands if c.parent.is_dir()), cands[0])))
                 self.manifest_refs.setdefault(f, []).append(
                     _ManifestRef(path, row_id, pcol, scol, row.get(scol), row))
                 files.append(f)
@@ -286,6 +296,7 @@ class Verifier:
         else:
             return []
         files = []
+        self.record_files.add(side)
         crops = rec.get("crops")
         if isinstance(crops, list):
             for i, c in enumerate(crops):
@@ -345,11 +356,34 @@ class Verifier:
             self.name_index[root] = idx
         return self.name_index[root]
 
+    def _in_roots(self, p: Path, sha: str | None = None) -> Path | None:
+        """The file an absolute record names, found at the same relative place under a verified root.
+
+        A path already under a root is itself. Otherwise the longest tail of the path that exists under a
+        root wins (``/old/run/train/g.safetensors`` -> ``ROOT/train/g.safetensors``). A bare file name
+        matching (tail of one part) is taken only when its hash is the recorded one, so that an external
+        source that happens to share a name with a file at the top of the run is not mistaken for it."""
+        p = _resolve(p) if p.exists() else p
+        for root in self.roots:
+            if p == root or root in p.parents:
+                return p
+            parts = p.parts[1:]
+            for k in range(len(parts), 0, -1):
+                c = root.joinpath(*parts[-k:])
+                if c.is_file() and (k >= 2 or (sha is not None and self.sha(_resolve(c)) == sha)):
+                    return _resolve(c)
+        return None
+
     def _find(self, recorded: str, sha: str | None, bases: list[Path], search_roots: list[Path]) -> Path | None:
-        """Where the file a record names lives now. Absolute paths and paths relative to the usual bases
-        first; then, since run directories move, a file of that name and hash under ``search_roots``.
-        A candidate with the recorded hash wins over one without."""
+        """Where the file a record names lives now. An absolute path is first looked for under the run
+        directories being verified (a copied run is checked against its own files); then absolute paths and
+        paths relative to the usual bases; then, since run directories move, a file of that name and hash
+        under ``search_roots``. A candidate with the recorded hash wins over one without."""
         p = Path(recorded)
+        if p.is_absolute():
+            inside = self._in_roots(p, sha)
+            if inside is not None:
+                return inside
         cands = [p] if p.is_absolute() else [b / p for b in bases]
         existing = [_resolve(c) for c in cands if c.is_file()]
         for c in existing:
@@ -384,7 +418,9 @@ class Verifier:
         self.nodes[path] = n  # before recursing: a cyclic record must not loop
         self.scan_ancestor_manifests(path)
         if not path.is_file():
-            n.own.append(Problem(MODIFIED, str(path), "file", "missing (listed in a manifest or sidecar)"))
+            # Gone, not altered: the chain cannot be followed (exit 3, as documented), and the record says
+            # exactly which file is gone.
+            n.own.append(Problem(SOURCE_MISSING, str(path), "file", "missing (listed in a manifest or sidecar)"))
             return n
         n.sha = self.sha(path)
         for ref in self.manifest_refs.get(path, []):
@@ -730,6 +766,49 @@ def _expand(paths: Iterable[str | os.PathLike], v: Verifier) -> list[Path]:
     return list(seen)
 
 
+_AUDIT_NAME = "audit.jsonl"
+
+
+def unchecked_files(v: Verifier, paths: Iterable[str | os.PathLike]) -> list[dict[str, str]]:
+    """Every file under the directories in ``paths`` whose bytes verify did not check, with the reason, so
+    that a clean exit code is never read as "every file here is what it was"."""
+    out: list[dict[str, str]] = []
+    for raw in paths:
+        root = Path(raw)
+        if not root.is_dir():
+            continue
+        root_r = _resolve(root)
+        for f in sorted(root_r.rglob("*")):
+            if not f.is_file():
+                continue
+            fr = _resolve(f)
+            node = v.nodes.get(fr)
+            if node is not None and node.sha is not None:
+                continue  # hashed and compared with its record (or reported as not recorded)
+            rel = f.relative_to(root_r)
+            if any(c in _CACHE_DIRS for c in rel.parts[:-1]):
+                why = "internal cache (re-creatable working data, not an output; nothing records its hash)"
+            elif any(_is_temp(Path(c)) for c in rel.parts):
+                why = "temporary or hidden file (a write in progress or left by an interrupted job)"
+            elif f.name == _AUDIT_NAME:
+                why = "audit log (append-only journal of jobs; no record holds its hash)"
+            elif fr in v.record_files:
+                why = ("manifest/sidecar: read, and its rows checked against the files they describe, but no "
+                       "record holds its own SHA-256 (an edit to a field no file repeats would not show)")
+            else:
+                why = "not an output and no manifest or sidecar records its SHA-256"
+            out.append({"path": str(f), "reason": why})
+    return out
+
+
+def verify_run(paths: Iterable[str | os.PathLike], *, source_roots: Iterable[str | os.PathLike] = (),
+               pixels: bool = False) -> tuple[list[Result], list[dict[str, str]]]:
+    """``verify_paths`` plus the files under the given directories it did not check, each with why."""
+    paths = list(paths)
+    v = Verifier(source_roots=source_roots, pixels=pixels, roots=[p for p in paths if Path(p).is_dir()])
+    return _verify(v, paths), unchecked_files(v, paths)
+
+
 def verify_paths(paths: Iterable[str | os.PathLike], *, source_roots: Iterable[str | os.PathLike] = (),
                  pixels: bool = False) -> list[Result]:
     """Verify every output found under ``paths``; one ``Result`` per output, sorted by path.
@@ -738,7 +817,12 @@ def verify_paths(paths: Iterable[str | os.PathLike], *, source_roots: Iterable[s
     moved since the run. ``pixels``: also decode the source frame and compare native-resolution crops
     pixel for pixel. Raises ``VerifyUsageError`` for a path that does not exist or holds nothing to verify.
     """
-    v = Verifier(source_roots=source_roots, pixels=pixels)
+    paths = list(paths)
+    v = Verifier(source_roots=source_roots, pixels=pixels, roots=[p for p in paths if Path(p).is_dir()])
+    return _verify(v, paths)
+
+
+def _verify(v: Verifier, paths: list) -> list[Result]:
     targets = _expand(paths, v)
     nodes = [v.node(t) for t in targets]
     v.run_frame_checks()
@@ -770,14 +854,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        results = verify_paths(args.paths, source_roots=args.source_root, pixels=args.pixels)
+        results, unchecked = verify_run(args.paths, source_roots=args.source_root, pixels=args.pixels)
     except VerifyUsageError as exc:
         print(f"survsr verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
     code = exit_code(results)
     if args.json:
-        json.dump({"exit_code": code, "results": [r.to_dict() for r in results]}, sys.stdout, indent=2,
-                  default=str)
+        json.dump({"exit_code": code, "results": [r.to_dict() for r in results], "not_checked": unchecked},
+                  sys.stdout, indent=2, default=str)
         print()
         return code
     counts: dict[str, int] = {}
@@ -791,6 +875,16 @@ def main(args: argparse.Namespace) -> int:
             print(f"{'':<15}   {p.status}: {p.describe()}")
     summary = ", ".join(f"{k} {counts[k]}" for k in (VERIFIED, MODIFIED, SOURCE_MISSING, UNVERIFIABLE)
                         if k in counts)
+    by_reason: dict[str, list[str]] = {}
+    for u in unchecked:
+        by_reason.setdefault(u["reason"], []).append(u["path"])
+    if by_reason:
+        print(f"not checked: {len(unchecked)} file(s) under the given directories:")
+        for why, files in by_reason.items():
+            shown = files if len(files) <= 5 else files[:5] + [f"... and {len(files) - 5} more (--json lists all)"]
+            print(f"  {len(files)} x {why}:")
+            for f in shown:
+                print(f"      {f}")
     print(f"{len(results)} outputs: {summary}; exit code {code}")
     return code
 

@@ -194,7 +194,7 @@ def test_cli_exit_codes_and_messages(inputs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert all(p in err for p in bad)
     assert cli.main(["ingest", inputs["astro"], inputs["empty"], "--out", str(tmp_path / "b"), "--no-ray",
-                     "--set", "select.best_k=2"]) == 0
+                     "--set", "select.best_k=2"]) == 3  # done with failures (survsr.cli.EXIT_PARTIAL)
     assert len(pd.read_parquet(tmp_path / "b" / "faces.parquet")) == 2
     assert cli.main(["ingest", inputs["astro"], "detector.min_fcae=10", "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err

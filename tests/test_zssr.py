@@ -227,25 +227,27 @@ def test_upscale_cli_keeps_stems_and_reports_bad_images(tmp_path, capsys):
     from survsr.provenance import PROVENANCE_KEY, read_png_text
 
     rng = np.random.default_rng(0)
+    out = tmp_path / "out"
+    tmp_path = tmp_path / "in"  # inputs in their own folder: an --out inside an input's folder is refused
+    tmp_path.mkdir()
     Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(tmp_path / "cam1.png")
     Image.fromarray((rng.random((16, 12)) * 255).astype(np.uint8)).save(tmp_path / "gray.png")
     Image.fromarray((rng.random((16, 16)) * 65535).astype(np.uint16)).save(tmp_path / "deep.png")
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "dot.png")
     (tmp_path / "junk.png").write_bytes(b"not a png")
-    out = tmp_path / "out"
     files = [str(tmp_path / n) for n in ("cam1.png", "deep.png", "gray.png", "dot.png", "junk.png")]
     rc = main(["upscale", *files, "zssr.max_iters=3", "zssr.output_flip=false", "--set", "zssr.device=cpu",
                "--method", "zssr", "--out", str(out)])
     text = capsys.readouterr().out
-    assert rc == 1
+    assert rc == 3  # done with failures (survsr.cli.EXIT_PARTIAL)
     assert sorted(p.name for p in out.iterdir()) == ["cam1.png", "gray.png", "upscale.parquet"]
     assert np.asarray(Image.open(out / "cam1.png")).shape == (40, 40, 3)
     assert np.asarray(Image.open(out / "gray.png")).shape == (32, 24, 3)  # RGB: the AI-ENHANCED label
     assert "deep.png" in text and "16-bit" in text and "dot.png" in text and "too small" in text
     assert "junk.png" in text and "not a readable image" in text
     assert '"kind": "zssr_upscale"' in read_png_text(out / "cam1.png")[PROVENANCE_KEY]
-    rc = main(["upscale", files[0], "--method", "bicubic", "--scale", "3", "--out", str(tmp_path / "b")])
-    assert rc == 0 and np.asarray(Image.open(tmp_path / "b" / "cam1.png")).shape == (60, 60, 3)
+    rc = main(["upscale", files[0], "--method", "bicubic", "--scale", "3", "--out", str(out.parent / "b")])
+    assert rc == 0 and np.asarray(Image.open(out.parent / "b" / "cam1.png")).shape == (60, 60, 3)
 
 
 @pytest.mark.slow
