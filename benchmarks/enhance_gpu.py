@@ -1,5 +1,5 @@
 """Generator throughput: full frames (640x360 -> 1280x720) and 32x32 faces, end to end through
-serve.engine.Enhancer (uint8 frames in host memory -> GPU -> uint8 frames back), as the service and the
+survsr.enhance.runner.Enhancer (uint8 frames in host memory -> GPU -> uint8 frames back), as the service and the
 archive job run it.
 
     .venv/bin/python benchmarks/enhance_gpu.py                 # on a GPU: fp32, bf16, bf16+compile
@@ -63,8 +63,9 @@ def carphone(a) -> int:
 
     from survsr.models.export import save_generator
     from survsr.models.srgan import Generator, GeneratorConfig
-    from survsr.pipelines.enhance import EnhanceConfig, PoolConfig, run_enhance
-    from survsr.serve.engine import EngineConfig
+    from survsr.enhance.worker import EnhanceConfig, PoolConfig
+    from survsr.pipelines.enhance import run_enhance
+    from survsr.enhance.runner import EngineConfig
     from survsr.data import carphone_paths
 
     with tempfile.TemporaryDirectory() as d:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from survsr.models.export import save_generator
     from survsr.models.srgan import Generator, GeneratorConfig
-    from survsr.serve.engine import EngineConfig, Enhancer, pick_device
+    from survsr.enhance.runner import EngineConfig, Enhancer, pick_device
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--generator", default=None, help="generator export (default: random full-size)")

@@ -24,12 +24,6 @@ from survsr.stage import Command, batch_exit_code
 log = logging.getLogger(__name__)
 
 
-def read_image_uint8(path: str | Path) -> np.ndarray:
-    """uint8 RGB HxWx3, or HxW for grayscale files; refused files raise ``ImageError`` naming the file
-    (the one decoder and policy of ``survsr.images``, shared with the service)."""
-    return read_image(path)
-
-
 def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "zssr", scale: float = 2.0,
                   cfg=None, seed: int = 0, label: bool = True) -> dict:
     """Upscale each file into ``out_dir/<stem>.png``; returns {"written": [...], "failed": [{path, error}]}."""
@@ -52,7 +46,7 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
             continue
         stems[p.stem] = p
         try:
-            img = read_image_uint8(p)
+            img = read_image(p)
             if engine is not None:
                 out, info = engine.run(img, seed=seed, name=str(p))
             else:

@@ -29,6 +29,7 @@ from survsr.config import ConfigError, config_hash, from_dict, load, to_dict
 from survsr.ray_utils import use_address
 from survsr.stage import Stage, batch_exit_code
 from survsr.console import FORMAT, worker_log_level
+from survsr.images import read_image
 from survsr.provenance import (
     PROVENANCE_KEY, append_audit, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
     write_png,
@@ -133,15 +134,13 @@ class ZSSRWorker:
         self.single = BatchedZSSR(self.cfg.zssr, slots=1, device=self.engine.device)
 
     def _load(self, row: dict) -> np.ndarray:
-        from survsr.pipelines.upscale import read_image_uint8
-
         p = Path(row["lr_path"])
         p = p if p.is_absolute() else self.faces_dir / p
         if not p.is_file():
             raise ValueError(f"{row['crop_id']}: LR crop {p} is missing")
         if row.get("sha256") and sha256_file(p) != row["sha256"]:
             raise ValueError(f"{row['crop_id']}: LR crop {p} does not match its sha256 in faces.parquet")
-        return read_image_uint8(p)
+        return read_image(p)
 
     def _write(self, row: dict, seed: int, out: np.ndarray, info: dict) -> None:
         crop_id = row["crop_id"]

@@ -39,8 +39,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from survsr.serve.engine import EngineConfig
-from survsr.serve.media import BadInput, decode_image, mark_crop
+from survsr.enhance.runner import EngineConfig
+from survsr.enhance.frames import mark_crop
+from survsr.serve.uploads import BadInput, decode_image
 from survsr.serve.schema import MODEL_DEPLOYMENT, ServeArgs
 from survsr.config import ConfigError, config_hash, from_dict, parse_override, to_dict
 from survsr.stage import Command
@@ -58,7 +59,7 @@ class EnhancerModel:
     """Holds the generator; ``enhance_one`` is batched across concurrent callers."""
 
     def __init__(self, generator: str, engine: dict, max_batch_size: int, batch_wait_timeout_s: float):
-        from survsr.serve.engine import Enhancer
+        from survsr.enhance.runner import Enhancer
 
         self.enhancer = Enhancer(generator, from_dict(EngineConfig, engine, "model.engine:"))
         self.enhance_one.set_max_batch_size(max_batch_size)
@@ -109,7 +110,7 @@ def _write_status(job_dir: Path, **fields: Any) -> None:
 
 def run_video_job(job_dir: str, input_name: str, mode: str, args_dict: dict, app_name: str) -> dict:
     """Body of a video job: decode + encode here, frames enhanced by the model deployment."""
-    from survsr.pipelines.enhance import EnhanceConfig, PoolConfig, enhance_video, make_detector
+    from survsr.enhance.worker import EnhanceConfig, PoolConfig, enhance_video, make_detector
 
     args = from_dict(ServeArgs, args_dict)
     jd = Path(job_dir)
@@ -344,7 +345,7 @@ class Ingress:
         out = await self.model.enhance_one.remote(img)
         from survsr.marking import mark_image
 
-        from survsr.serve.media import frame_marking
+        from survsr.enhance.frames import frame_marking
 
         # over the picture when it fits, added below it for images too small to carry the band
         marking = frame_marking(self._marking(label), out.shape[1], out.shape[0])
@@ -362,16 +363,16 @@ class Ingress:
 
         data, img = await self._read_image(request)
         if self._detector is None:
-            from survsr.pipelines.enhance import make_detector
+            from survsr.enhance.worker import make_detector
 
             self._detector = make_detector(self.args.faces)
         dets = await asyncio.to_thread(self._detector.detect, img)
         from dataclasses import replace
 
-        from survsr.pipelines.enhance import _expand_box
+        from survsr.enhance.worker import expand_box
 
         h, w = img.shape[:2]
-        boxes = [_expand_box(d.box, self.args.faces.margin, w, h) for d in dets
+        boxes = [expand_box(d.box, self.args.faces.margin, w, h) for d in dets
                  if min(d.box[2], d.box[3]) >= self.args.faces.min_size]
         crops = [np.ascontiguousarray(img[y:y + bh, x:x + bw]) for x, y, bw, bh in boxes]
         outs = await asyncio.gather(*[self.model.enhance_one.remote(c) for c in crops])

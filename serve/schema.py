@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from survsr.pipelines.enhance import FacesConfig, OutputConfig
-from survsr.serve.engine import EngineConfig
+from survsr.enhance.worker import FacesConfig, OutputConfig
+from survsr.enhance.runner import EngineConfig
 from survsr.marking import MarkingConfig
 
 

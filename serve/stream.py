@@ -36,8 +36,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from survsr.pipelines.enhance import OutputConfig
-from survsr.serve.media import frame_marking, mark_frame
+from survsr.enhance.worker import OutputConfig
+from survsr.enhance.frames import frame_marking, mark_frame
 from survsr import telemetry
 from survsr.marking import MarkingConfig, mark_document
 from survsr.provenance import PROVENANCE_KEY, atomic_write_json, provenance, sha256_file, stage_record
@@ -242,7 +242,7 @@ class SegmentWriter:
         self._frames += 1
 
     def _rotate(self, t: float, shape: tuple[int, ...]) -> None:
-        from survsr.serve.videoio import VideoWriter
+        from survsr.enhance.videoio import VideoWriter
 
         self.close()
         name = f"seg_{self.index:05d}.{self.ext}"

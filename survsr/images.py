@@ -1,5 +1,5 @@
 """The one still-image decoder and its policy, used by the CLI (``survsr upscale``, the ZSSR stage) and the
-service (``survsr.serve.media.decode_image``), so a file is accepted or refused the same way everywhere.
+service (``survsr.serve.uploads.decode_image``), so a file is accepted or refused the same way everywhere.
 
 Policy (``decode_image``):
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from survsr.pipelines.enhance import EnhanceConfig, FacesConfig, PoolConfig, run_enhance
+from survsr.enhance.worker import EnhanceConfig, FacesConfig, PoolConfig
+from survsr.pipelines.enhance import run_enhance
 from survsr.serve.synthetic import make_clip
-from survsr.serve.videoio import read_frame_times
+from survsr.enhance.videoio import read_frame_times
 from survsr.marking import MarkingConfig, label_present
 from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
 
@@ -157,8 +158,8 @@ def test_faces_mode_on_carphone(gen_path, carphone, tmp_path):
 
 
 def test_model_failure_is_reported_and_tiny_frames_get_a_band_below(gen_path, clips, tmp_path):
-    from survsr.pipelines.enhance import enhance_video
-    from survsr.serve.engine import Enhancer
+    from survsr.enhance.worker import enhance_video
+    from survsr.enhance.runner import Enhancer
 
     def broken(frames):
         raise RuntimeError("model replica died")

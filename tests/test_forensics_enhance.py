@@ -27,7 +27,8 @@ def _tree_hashes(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def enhanced(tmp_path_factory, carphone, make_generator):
-    from survsr.pipelines.enhance import EnhanceConfig, run_enhance
+    from survsr.enhance.worker import EnhanceConfig
+    from survsr.pipelines.enhance import run_enhance
 
     root = tmp_path_factory.mktemp("enhance_forensics")
     inp = root / "input"

@@ -242,7 +242,7 @@ def _wait_job(c, job_id: str, timeout: float = 90) -> dict:
 def test_video_job_end_to_end(server, tmp_path):
     import av
 
-    from survsr.serve.videoio import read_frame_times
+    from survsr.enhance.videoio import read_frame_times
 
     clip = make_clip(tmp_path / "clip.mp4", n=24, size=(64, 48), audio=True)
     c = server["client"]
@@ -289,7 +289,7 @@ def test_live_stream_through_the_service(server, tmp_path):
     import http.server
     import threading
 
-    from survsr.serve.videoio import read_frame_times
+    from survsr.enhance.videoio import read_frame_times
 
     make_clip(tmp_path / "cam.ts", n=40, size=(64, 48), fps=25, format="mpegts")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))

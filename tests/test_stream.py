@@ -14,7 +14,7 @@ import pytest
 
 from survsr.serve.stream import DropOldestQueue, ReconnectConfig, StreamConfig, StreamProcessor
 from survsr.serve.synthetic import make_clip
-from survsr.serve.videoio import read_frame_times
+from survsr.enhance.videoio import read_frame_times
 from survsr.marking import MarkingConfig
 
 

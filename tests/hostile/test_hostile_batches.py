@@ -59,7 +59,8 @@ def videos(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_enhance_corrupt_tail_exits_partial(gen_path, videos, tmp_path):
-    from survsr.pipelines.enhance import EnhanceConfig, PoolConfig, run_enhance
+    from survsr.enhance.worker import EnhanceConfig, PoolConfig
+    from survsr.pipelines.enhance import run_enhance
 
     rep = run_enhance([videos["corrupt_tail"]], gen_path, tmp_path / "probe",
                       EnhanceConfig(pool=PoolConfig(enabled=False)))
@@ -83,8 +84,8 @@ def test_ingest_with_failed_inputs_exits_partial(carphone, videos, tmp_path, cap
 
 
 def test_every_frame_is_checked_against_the_pixel_limit(gen_path, videos, tmp_path):
-    from survsr.pipelines.enhance import EnhanceConfig, enhance_video
-    from survsr.serve.engine import Enhancer
+    from survsr.enhance.worker import EnhanceConfig, enhance_video
+    from survsr.enhance.runner import Enhancer
 
     enh = Enhancer(gen_path)
     seen: list[tuple[int, int]] = []

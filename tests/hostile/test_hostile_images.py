@@ -17,10 +17,9 @@ from PIL import Image
 
 from survsr.cli import main
 from survsr.stage import EXIT_FAILED, EXIT_PARTIAL
-from survsr.images import ImageError, decode_image
-from survsr.pipelines.upscale import read_image_uint8
-from survsr.serve.media import BadInput
-from survsr.serve.media import decode_image as serve_decode
+from survsr.images import ImageError, decode_image, read_image
+from survsr.serve.uploads import BadInput
+from survsr.serve.uploads import decode_image as serve_decode
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -66,7 +65,7 @@ def test_cli_and_server_refuse_the_same_images(name, tmp_path):
     data = hostile_images()[name]
     (tmp_path / name).write_bytes(data)
     with pytest.raises(ImageError) as cli_err:
-        read_image_uint8(tmp_path / name)
+        read_image(tmp_path / name)
     with pytest.raises(BadInput) as srv_err:
         serve_decode(data, max_bytes=10_000_000, max_pixels=89_478_485, name="image")
     assert name in str(cli_err.value)
@@ -88,7 +87,7 @@ def test_eight_bit_images_decode_identically(tmp_path):
     for arr in (rgb, gray):
         data = _png_bytes(arr)
         (tmp_path / "x.png").write_bytes(data)
-        cli = read_image_uint8(tmp_path / "x.png")
+        cli = read_image(tmp_path / "x.png")
         srv = serve_decode(data, max_bytes=1 << 20, max_pixels=1 << 20, name="image")
         assert np.array_equal(cli, arr)
         assert np.array_equal(srv, arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, axis=2))

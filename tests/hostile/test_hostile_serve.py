@@ -101,7 +101,7 @@ def test_health_check_does_not_wait_for_a_running_forward(gen_path):
 
 def test_long_calls_release_the_model_between_forwards(gen_path):
     """A call of many frames is a series of bounded forwards; another caller gets in between them."""
-    from survsr.serve.engine import EngineConfig, Enhancer
+    from survsr.enhance.runner import EngineConfig, Enhancer
 
     enh = Enhancer(gen_path, EngineConfig(device="cpu", max_pixels_per_batch=48 * 64))  # one frame per forward
     order: list[str] = []
