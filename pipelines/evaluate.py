@@ -716,7 +716,7 @@ def _write_report_sidecars(out: Path, inputs: list[dict], record: dict) -> None:
     """``<file>.provenance.json`` beside the report files: their hashes and the inputs' hashes, so that
     ``survsr verify`` can check the report back to the manifests, the generator and the crops it used."""
     from survsr.provenance import provenance
-    from survsr.verify import write_sidecar
+    from survsr.sidecars import write_sidecar
 
     parents = [{"path": _run_relative(Path(str(i["path"])), out), "sha256": i["sha256"],
                 **({"original": True} if _is_original(i) else {})}

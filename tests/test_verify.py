@@ -19,6 +19,7 @@ from survsr import marking
 from survsr import verify as V
 from survsr.provenance import (PROVENANCE_KEY, provenance, read_png_text, sha256_file, stage_record,
                                write_parquet_atomic, write_png)
+from survsr.sidecars import write_sidecar
 
 FRAMES = (3, 10)
 BOX = (60, 20, 48, 56)  # x, y, w, h in carphone's 176x144 frame
@@ -288,19 +289,19 @@ def test_video_sidecar(run, tmp_path):
                                   "box": None},
         parents=[], stages=[stage_record("enhance", "cfgE", seed=0, model_sha256="ab" * 32)],
         model_output=True), cfg)
-    side = V.write_sidecar(out, doc)
+    side = write_sidecar(out, doc)
     assert side.name == "carphone_x2.mp4.provenance.json"
     res = V.verify_paths([out.parent])
     assert [r.status for r in res] == [V.VERIFIED], [p.describe() for p in res[0].problems]
     assert res[0].kind == "enhanced_video"
     # A video whose frames lack the label its record claims.
     _write_video(out, [cv2.resize(f, (352, 288)) for f in frames])
-    V.write_sidecar(out, doc)
+    write_sidecar(out, doc)
     (r,) = V.verify_paths([side])
     assert r.status == V.MODIFIED and r.field == "marking.visible_label"
     # One byte of the video changed after the sidecar was written.
     _write_video(out, marked)
-    V.write_sidecar(out, doc)
+    write_sidecar(out, doc)
     _flip_byte(out)
     (r,) = V.verify_paths([out])
     assert r.status == V.MODIFIED and r.field == f"sha256 (sidecar {side.name})"
@@ -348,7 +349,7 @@ def test_report_sidecar_with_data_parents(run, tmp_path):
                      parents=[{"path": str(faces_manifest), "sha256": sha256_file(faces_manifest)},
                               {"path": str(run["hr"][0]), "sha256": sha256_file(run["hr"][0])}],
                      stages=[stage_record("evaluate", "e", seed=0)], model_output=True)
-    V.write_sidecar(report, doc)
+    write_sidecar(report, doc)
     write_png(rep_dir / "cache" / "zssr" / "x.png", np.zeros((4, 4, 3), np.uint8))  # no provenance: skipped
     (r,) = V.verify_paths([rep_dir])
     assert r.status == V.VERIFIED and r.kind == "evaluation_report", [p.describe() for p in r.problems]
@@ -370,7 +371,7 @@ def test_parent_marked_original_is_checked_by_hash_alone(tmp_path):
     import numpy as np
 
     from survsr.provenance import encode_png, provenance, sha256_file, stage_record
-    from survsr.verify import verify_paths, write_sidecar
+    from survsr.verify import verify_paths
 
     photo = tmp_path / "inputs" / "face.png"
     photo.parent.mkdir()

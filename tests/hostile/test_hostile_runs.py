@@ -18,7 +18,7 @@ import pytest
 from survsr import verify as V
 from survsr.pipelines import ingest as I
 from survsr.provenance import provenance, sha256_file, stage_record
-from survsr.verify import write_sidecar
+from survsr.sidecars import write_sidecar
 
 
 def _cfg():

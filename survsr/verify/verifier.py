@@ -1,48 +1,25 @@
-"""``survsr verify PATH...``: check outputs against their provenance, back to the source video and frame.
-
-PATH may be an output file (PNG, or any file described by a JSON sidecar such as an enhanced video or a
-report), a manifest (``*.parquet`` with ``sha256`` columns), a sidecar (any JSON object with a top-level
-``survsr:provenance`` document), or a directory (searched recursively for all of these). Each output gets
-one status:
-
-* ``verified``       - every recorded hash matches, the chain reaches the source video, whose SHA-256
-  matches and which has the recorded frame (at the recorded time, with the box inside the frame);
-* ``modified``       - some bytes or records disagree; the report names the file and the field;
-* ``source-missing`` - the chain cannot be followed: the source video (or an intermediate parent) is gone;
-* ``unverifiable``   - not a survsr output: no provenance document, or no manifest/sidecar records the
-  file's own SHA-256 (its bytes could be swapped undetected).
-
-Exit codes: 0 all verified, 1 any modified, 3 any source-missing (none modified), 4 any unverifiable
-(none modified or source-missing), 2 usage error (no such path, nothing to verify). See docs/provenance.md.
-"""
+"""The verifier: builds the graph of an output's records (PNG text chunks, sidecars, manifest rows) back to
+the source video, finds parents that moved (by name and hash, within bounded roots), and checks every
+recorded hash, document field, marking and model file. Checks against the source frames are deferred to
+:class:`survsr.verify.frames.FrameChecks` so that each source is decoded once."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from survsr.provenance import PROVENANCE_KEY, atomic_write_json, sha256_file
-from survsr.stage import Command
+from survsr.provenance import PROVENANCE_KEY, sha256_file
+from survsr.sidecars import SIDECAR_SUFFIX
+from survsr.verify.frames import FrameChecks
+from survsr.verify.results import (MODIFIED, SOURCE_MISSING, UNVERIFIABLE, VERIFIED, _SEVERITY, Problem, Result,
+                                   _Node)
 
 log = logging.getLogger(__name__)
 
-VERIFIED = "verified"
-MODIFIED = "modified"
-SOURCE_MISSING = "source-missing"
-UNVERIFIABLE = "unverifiable"
-# Worst first: the status of an output is the worst of its own checks and its parents'.
-_SEVERITY = {MODIFIED: 3, SOURCE_MISSING: 2, UNVERIFIABLE: 1, VERIFIED: 0}
-EXIT_CODES = {VERIFIED: 0, MODIFIED: 1, SOURCE_MISSING: 3, UNVERIFIABLE: 4}
-EXIT_USAGE = 2
-
-SIDECAR_SUFFIX = ".provenance.json"
-SIDECAR_SCHEMA = "survsr-sidecar-v1"
 DOC_SCHEMA = "survsr-provenance-v1"
 VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".ts", ".m4v", ".webm"}
 # The manifest column whose file the ``sha256`` column describes: first of these present. Any other
@@ -55,85 +32,6 @@ _MAX_SIDECAR_BYTES = 50 << 20
 _CACHE_DIRS = {"cache", "__pycache__"}  # internal caches (e.g. evaluate/cache/zssr): not outputs, not scanned
 
 
-class VerifyUsageError(ValueError):
-    """A PATH that does not exist or holds nothing to verify."""
-
-
-@dataclass
-class Problem:
-    status: str          # modified | source-missing | unverifiable
-    file: str            # the file whose bytes or record disagree (or that is missing)
-    field: str           # the field that disagrees, e.g. "sha256 (faces.parquet column sha256)"
-    message: str = ""
-    expected: Any = None
-    actual: Any = None
-
-    def describe(self) -> str:
-        s = f"{self.file}: {self.field}"
-        if self.message:
-            s += f": {self.message}"
-        if self.expected is not None or self.actual is not None:
-            s += f" (expected {self.expected}, found {self.actual})"
-        return s
-
-
-@dataclass
-class Result:
-    path: str
-    status: str
-    problems: list[Problem] = field(default_factory=list)
-    kind: str | None = None
-    source: str | None = None
-    frame_index: int | None = None
-    sha256: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == VERIFIED
-
-    @property
-    def file(self) -> str | None:
-        return self.problems[0].file if self.problems else None
-
-    @property
-    def field(self) -> str | None:
-        return self.problems[0].field if self.problems else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path, "status": self.status, "kind": self.kind, "source": self.source,
-            "frame_index": self.frame_index, "sha256": self.sha256,
-            "problems": [p.__dict__ for p in self.problems],
-        }
-
-
-# ----------------------------------------------------------------------------------------------- sidecars
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """``clip.mp4`` -> ``clip.mp4.provenance.json`` (beside it, so the pair moves together)."""
-    p = Path(path)
-    return p.with_name(p.name + SIDECAR_SUFFIX)
-
-
-def write_sidecar(path: str | os.PathLike, doc: dict[str, Any]) -> Path:
-    """Write the provenance sidecar of a finished output file (a video, a report): the document plus the
-    file's SHA-256. Call it after the output is in place (atomically renamed)."""
-    p = Path(path)
-    side = sidecar_path(p)
-    atomic_write_json(side, {"schema": SIDECAR_SCHEMA, "file": p.name, "sha256": sha256_file(p),
-                             PROVENANCE_KEY: doc})
-    return side
-
-
-def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
-    side = sidecar_path(path)
-    if not side.is_file():
-        return None
-    return json.loads(side.read_text())
-
-
-# ----------------------------------------------------------------------------------------------- internals
-
 @dataclass
 class _ManifestRef:
     manifest: Path
@@ -142,16 +40,6 @@ class _ManifestRef:
     sha_column: str
     expected_sha: str | None
     row: dict[str, Any]
-
-
-@dataclass
-class _Node:
-    path: Path
-    own: list[Problem] = field(default_factory=list)
-    parents: list["_Node"] = field(default_factory=list)
-    doc: dict[str, Any] | None = None
-    sha: str | None = None
-    recorded: bool = False  # some manifest or sidecar records this file's SHA-256
 
 
 def _resolve(p: Path) -> Path:
@@ -165,44 +53,7 @@ def _is_temp(p: Path) -> bool:
     return p.name.startswith(".") or p.name.endswith(".tmp")
 
 
-class _VideoProbe:
-    """Decodes a source video once, as far as the highest frame index asked for."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.times: list[float] = []
-        self.size: tuple[int, int] | None = None  # (width, height)
-        self.frames: dict[int, Any] = {}
-        self.error: str | None = None
-
-    def run(self, max_index: int, keep: set[int]) -> None:
-        import av
-
-        try:
-            with av.open(str(self.path)) as container:
-                stream = container.streams.video[0]
-                tb = stream.time_base
-                rate = stream.average_rate or stream.guessed_rate or 25
-                # Same clock as survsr.video.decode: seconds from the stream's start (first pts if unknown).
-                origin = stream.start_time
-                for frame in container.decode(stream):
-                    i = len(self.times)
-                    if frame.pts is not None and tb is not None:
-                        origin = frame.pts if origin is None else origin
-                        t = float((frame.pts - origin) * tb)
-                    else:
-                        t = float(i / rate)
-                    self.times.append(t)
-                    self.size = (frame.width, frame.height)
-                    if i in keep:
-                        self.frames[i] = frame.to_ndarray(format="rgb24")
-                    if i >= max_index:
-                        break
-        except Exception as exc:  # noqa: BLE001 - reported as a finding, not a crash
-            self.error = f"{type(exc).__name__}: {exc}"
-
-
-class Verifier:
+class Verifier(FrameChecks):
     def __init__(self, *, source_roots: Iterable[str | os.PathLike] = (), pixels: bool = False,
                  roots: Iterable[str | os.PathLike] = ()):
         self.source_roots = [Path(r) for r in source_roots]
@@ -635,74 +486,6 @@ class Verifier:
                     n.own.append(Problem(MODIFIED, str(found), f"stages[{i}].model_sha256",
                                          "model weights differ from the record", ms, self.sha(found)))
 
-    # ------------------------------------------------------------------ deferred: frames
-    def run_frame_checks(self) -> None:
-        """Decode each source once (up to the highest frame asked for) and check every recorded frame."""
-        for src_path, checks in self.frame_checks.items():
-            keep: set[int] = set()
-            if self.pixels:
-                keep = {int(s["frame_index"]) for _, s in checks}
-            probe = _VideoProbe(src_path)
-            probe.run(max(int(s["frame_index"]) for _, s in checks), keep)
-            for n, src in checks:
-                self._check_frame(n, src, probe)
-
-    def _check_frame(self, n: _Node, src: dict[str, Any], probe: _VideoProbe) -> None:
-        f, idx = str(n.path), int(src["frame_index"])
-        if idx < 0 or idx >= len(probe.times):
-            why = f"; decoding stopped: {probe.error}" if probe.error else ""
-            n.own.append(Problem(MODIFIED, f, "source.frame_index",
-                                 f"{probe.path.name} has only {len(probe.times)} frames{why}", idx,
-                                 len(probe.times)))
-            return
-        t = src.get("time_s")
-        if t is not None and len(probe.times) > 1:
-            dt = abs(probe.times[1] - probe.times[0]) or 1e-3
-            if abs(float(t) - probe.times[idx]) > 0.5 * dt + 1e-6:
-                n.own.append(Problem(MODIFIED, f, "source.time_s", f"frame {idx} is at {probe.times[idx]:.6f}s",
-                                     t, probe.times[idx]))
-        box = src.get("box")
-        if box is not None and probe.size is not None:
-            W, H = probe.size
-            try:
-                x, y, w, h = (int(v) for v in box)
-                inside = w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= W and y + h <= H
-            except (TypeError, ValueError):
-                inside = False
-            if not inside:
-                n.own.append(Problem(MODIFIED, f, "source.box", f"not inside the {W}x{H} frame", None, box))
-                return
-            if self.pixels and idx in probe.frames and not n.parents and n.path.suffix.lower() == ".png":
-                self._check_pixels(n, probe.frames[idx], (x, y, w, h))
-
-    def _check_pixels(self, n: _Node, frame, box) -> None:
-        """A crop at native resolution (no parents, same size as its box) must equal the frame's pixels; an
-        ingest LR crop must equal the frame's box resized the way its stage record says."""
-        import numpy as np
-        from PIL import Image
-
-        x, y, w, h = box
-        with Image.open(n.path) as im:
-            img = np.asarray(im.convert("RGB"))
-        crop = frame[y:y + h, x:x + w]
-        how = "the source frame's box"
-        if img.shape[:2] != (h, w):
-            method = next((s.get("resize_method") for s in n.doc.get("stages") or []
-                           if isinstance(s, dict) and s.get("resize_method")), None)
-            if method is None or img.shape[0] != img.shape[1]:
-                return  # a model output: its pixels are traced through its parents, not recomputed here
-            from survsr.video.crops import make_lr
-
-            crop, got = make_lr(np.ascontiguousarray(crop), img.shape[0])
-            if got != method:
-                n.own.append(Problem(MODIFIED, str(n.path), "stages.resize_method",
-                                     "the box's size implies another resize method", got, method))
-                return
-            how = f"the source frame's box resized ({method})"
-        if not np.array_equal(img, crop):
-            diff = int(np.abs(img.astype(int) - crop.astype(int)).max())
-            n.own.append(Problem(MODIFIED, str(n.path), "pixels", f"differ from {how}", 0, f"max abs diff {diff}"))
-
     # ------------------------------------------------------------------ results
     def problems(self, n: _Node, seen: set[Path] | None = None) -> list[Problem]:
         seen = set() if seen is None else seen
@@ -725,168 +508,3 @@ class Verifier:
         src = (n.doc or {}).get("source") if isinstance((n.doc or {}).get("source"), dict) else {}
         return Result(str(n.path), status, probs, (n.doc or {}).get("kind"), src.get("path"),
                       src.get("frame_index"), n.sha)
-
-
-def _expand(paths: Iterable[str | os.PathLike], v: Verifier) -> list[Path]:
-    targets: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if not p.exists():
-            raise VerifyUsageError(f"{raw}: no such file or directory")
-        if p.is_dir():
-            found = 0
-            for m in sorted(p.rglob("*.parquet")):
-                if not any(_is_temp(Path(c)) for c in m.relative_to(p).parts):
-                    targets += v.load_manifest(m)
-                    found += 1
-            for f in sorted(p.rglob("*")):
-                # hidden/temp files and directories (".x", "x.tmp") and caches are not outputs
-                rel_parts = f.relative_to(p).parts
-                if not f.is_file() or any(_is_temp(Path(c)) or c in _CACHE_DIRS for c in rel_parts[:-1]) \
-                        or _is_temp(f):
-                    continue
-                if f.suffix.lower() == ".png" or f.suffix.lower() in VIDEO_EXTS:
-                    targets.append(f)
-                elif f.suffix == ".json":
-                    targets += v.load_sidecar(f)
-            if not targets and not found:
-                raise VerifyUsageError(f"{raw}: no outputs, manifests or sidecars to verify")
-        elif p.suffix == ".parquet":
-            targets += v.load_manifest(p)
-        elif p.suffix == ".json":
-            files = v.load_sidecar(p)
-            if not files:
-                raise VerifyUsageError(f"{raw}: not a survsr sidecar (no {PROVENANCE_KEY} document)")
-            targets += files
-        else:
-            targets.append(p)
-    seen: dict[Path, None] = {}
-    for t in targets:
-        seen.setdefault(_resolve(t), None)
-    return list(seen)
-
-
-_AUDIT_NAME = "audit.jsonl"
-
-
-def unchecked_files(v: Verifier, paths: Iterable[str | os.PathLike]) -> list[dict[str, str]]:
-    """Every file under the directories in ``paths`` whose bytes verify did not check, with the reason, so
-    that a clean exit code is never read as "every file here is what it was"."""
-    out: list[dict[str, str]] = []
-    for raw in paths:
-        root = Path(raw)
-        if not root.is_dir():
-            continue
-        root_r = _resolve(root)
-        for f in sorted(root_r.rglob("*")):
-            if not f.is_file():
-                continue
-            fr = _resolve(f)
-            node = v.nodes.get(fr)
-            if node is not None and node.sha is not None:
-                continue  # hashed and compared with its record (or reported as not recorded)
-            rel = f.relative_to(root_r)
-            if any(c in _CACHE_DIRS for c in rel.parts[:-1]):
-                why = "internal cache (re-creatable working data, not an output; nothing records its hash)"
-            elif any(_is_temp(Path(c)) for c in rel.parts):
-                why = "temporary or hidden file (a write in progress or left by an interrupted job)"
-            elif f.name == _AUDIT_NAME:
-                why = "audit log (append-only journal of jobs; no record holds its hash)"
-            elif fr in v.record_files:
-                why = ("manifest/sidecar: read, and its rows checked against the files they describe, but no "
-                       "record holds its own SHA-256 (an edit to a field no file repeats would not show)")
-            else:
-                why = "not an output and no manifest or sidecar records its SHA-256"
-            out.append({"path": str(f), "reason": why})
-    return out
-
-
-def verify_run(paths: Iterable[str | os.PathLike], *, source_roots: Iterable[str | os.PathLike] = (),
-               pixels: bool = False) -> tuple[list[Result], list[dict[str, str]]]:
-    """``verify_paths`` plus the files under the given directories it did not check, each with why."""
-    paths = list(paths)
-    v = Verifier(source_roots=source_roots, pixels=pixels, roots=[p for p in paths if Path(p).is_dir()])
-    return _verify(v, paths), unchecked_files(v, paths)
-
-
-def verify_paths(paths: Iterable[str | os.PathLike], *, source_roots: Iterable[str | os.PathLike] = (),
-                 pixels: bool = False) -> list[Result]:
-    """Verify every output found under ``paths``; one ``Result`` per output, sorted by path.
-
-    ``source_roots``: directories to search (by file name and SHA-256) for sources and parents that have
-    moved since the run. ``pixels``: also decode the source frame and compare native-resolution crops
-    pixel for pixel. Raises ``VerifyUsageError`` for a path that does not exist or holds nothing to verify.
-    """
-    paths = list(paths)
-    v = Verifier(source_roots=source_roots, pixels=pixels, roots=[p for p in paths if Path(p).is_dir()])
-    return _verify(v, paths)
-
-
-def _verify(v: Verifier, paths: list) -> list[Result]:
-    targets = _expand(paths, v)
-    nodes = [v.node(t) for t in targets]
-    v.run_frame_checks()
-    results = [v.result(n) for n in nodes]
-    for prob in v.manifest_errors:
-        results.append(Result(prob.file, MODIFIED, [prob], kind="manifest"))
-    return sorted(results, key=lambda r: r.path)
-
-
-def exit_code(results: list[Result]) -> int:
-    worst = max((r.status for r in results), key=_SEVERITY.__getitem__, default=VERIFIED)
-    return EXIT_CODES[worst]
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="output file, manifest (*.parquet), sidecar, or run/output directory")
-    parser.add_argument("--source-root", action="append", default=[], metavar="DIR",
-                        help="where to look for sources/parents that moved (by name + SHA-256); repeatable")
-    parser.add_argument("--pixels", action="store_true",
-                        help="also compare native-resolution crops with the decoded source frame")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only outputs that are not verified")
-    parser.epilog = ("exit codes: 0 all verified, 1 any modified, 3 any source missing, 4 any unverifiable "
-                     "(no provenance / no recorded hash), 2 usage error")
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        results, unchecked = verify_run(args.paths, source_roots=args.source_root, pixels=args.pixels)
-    except VerifyUsageError as exc:
-        print(f"survsr verify: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    code = exit_code(results)
-    if args.json:
-        json.dump({"exit_code": code, "results": [r.to_dict() for r in results], "not_checked": unchecked},
-                  sys.stdout, indent=2, default=str)
-        print()
-        return code
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-        if r.ok and args.quiet:
-            continue
-        where = f" (source {Path(r.source).name} frame {r.frame_index})" if r.source else ""
-        print(f"{r.status:<15} {r.path}{where}")
-        for p in r.problems:
-            print(f"{'':<15}   {p.status}: {p.describe()}")
-    summary = ", ".join(f"{k} {counts[k]}" for k in (VERIFIED, MODIFIED, SOURCE_MISSING, UNVERIFIABLE)
-                        if k in counts)
-    by_reason: dict[str, list[str]] = {}
-    for u in unchecked:
-        by_reason.setdefault(u["reason"], []).append(u["path"])
-    if by_reason:
-        print(f"not checked: {len(unchecked)} file(s) under the given directories:")
-        for why, files in by_reason.items():
-            shown = files if len(files) <= 5 else files[:5] + [f"... and {len(files) - 5} more (--json lists all)"]
-            print(f"  {len(files)} x {why}:")
-            for f in shown:
-                print(f"      {f}")
-    print(f"{len(results)} outputs: {summary}; exit code {code}")
-    return code
-
-
-COMMAND = Command(name="verify", add_arguments=add_arguments, main=main)
