@@ -136,7 +136,6 @@ def test_side_by_side_without_label(gen_path, clips, tmp_path):
 
 
 def test_faces_mode_on_carphone(gen_path, carphone, tmp_path):
-    pytest.importorskip("survsr.video.detect")
     cfg = EnhanceConfig(mode="faces", max_frames=6, faces=FacesConfig(stride=2), pool=PoolConfig(enabled=False))
     rep = run_enhance([carphone["pristine"]], gen_path, tmp_path, cfg)
     v = rep["videos"][0]

@@ -502,7 +502,6 @@ if __name__ != "__main__":
         return make_faces(tmp_path_factory.mktemp("faults_faces"), max_frames=60, best_k=20)
 
     def test_zssr_pool_survives_node_removal(faces_dir, tmp_path):
-        pytest.importorskip("survsr.pipelines.zssr_pool", reason="the ZSSR stage (pipelines/zssr_pool.py) is not there")
         from survsr.pipelines import run as pipeline_run
 
         tiny = pipeline_run.load_config("pipeline_tiny.yaml").zssr

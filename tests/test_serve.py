@@ -213,7 +213,6 @@ def test_bearer_token_required(server):
 
 
 def test_faces_endpoint_finds_astronaut_face(server):
-    pytest.importorskip("survsr.video.detect")
     from PIL import Image
     from skimage import data
 
