@@ -85,8 +85,11 @@ class DecodeConfig:
 
 @dataclass
 class SplitConfig:
-    train_fraction: float = 0.7  # share of TRACKS (not crops) in the train split, as in the paper's 70/30
+    train_fraction: float = 0.7  # share of TRACKS (not crops) in the train split
     seed: int = 0
+    # Paper: 70:30 of the train faces go to the discriminator (ZSSR'd) : the generator, split by track
+    # (survsr.pipelines.roles); written as the manifest's `role` column (D | G | test).
+    d_fraction: float = 0.7
 
     def validate(self) -> None:
         if not 0.0 <= self.train_fraction <= 1.0:
@@ -366,6 +369,10 @@ def assemble(out_dir: str | Path, cfg: IngestConfig):
     splits = assign_splits(df["track_id"].tolist(), cfg.split)
     df["split"] = df["track_id"].map(splits).astype(str) if len(df) else pd.Series(dtype=str)
     df = _typed(df[MANIFEST_COLUMNS].sort_values("crop_id", kind="stable").reset_index(drop=True))
+    from survsr.pipelines.roles import assign_roles
+
+    df["role"] = assign_roles(df, cfg.split.d_fraction, cfg.split.seed).astype(str) if len(df) else \
+        pd.Series(dtype=str)
     write_parquet_atomic(df, out_dir / MANIFEST_NAME)
     return df, markers, splits
 
