@@ -57,7 +57,7 @@ def test_upscale_srgan_keeps_stem_provenance_verifies_and_label_never_covers(tmp
         assert np.array_equal(on[:64], off)  # labelled output's picture == the --no-label output, pixel for pixel
         assert M.label_present(on) and not M.label_present(off)
         # the model's output, not bicubic: computed here the same way
-        x = torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+        x = torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
         with torch.inference_mode():
             ref = (g(x).clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
         assert np.array_equal(off, ref)
