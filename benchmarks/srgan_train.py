@@ -72,7 +72,7 @@ def bench_step(args) -> list[dict]:
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-4)
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-4)
     bf16 = device.type == "cuda" and not args.fp32
-    step = SRGANStep(G, D, G, D, opt_g, opt_d, med, LossConfig(pixel=1.0), gcfg.scale, bf16=bf16)
+    step = SRGANStep(G, D, G, D, opt_g, opt_d, med, LossConfig(), gcfg.scale, bf16=bf16)  # the paper's G step
     results = []
     for b in batches:
         lr = torch.rand(b, 3, 32, 32, device=device)

@@ -20,7 +20,9 @@ class GeneratorConfig:
     channels: int = 64
     n_blocks: int = 16
     upsample: str = "pixelshuffle"  # or "nearest": the paper's conv + UpSampling2D + PReLU
-    stochastic_depth: float = 0.0  # probability of skipping a residual block while training
+    # Moreira et al.: residual blocks are skipped at random, re-drawn every epoch; the paper gives no
+    # probability, read here as a fair coin per block (0.5). Every block runs at inference.
+    stochastic_depth: float = 0.5
     # "none": the paper's generator (predicts the HR image). "bicubic": add the bicubic upscale of the input
     # to the output, so the network learns only the residual (as ZSSR does) and starts at bicubic quality
     # instead of noise: on the few thousand faces of a surveillance set that is what keeps it >= bicubic.
@@ -55,8 +57,9 @@ class UpsampleBlock(nn.Module):
         if mode == "pixelshuffle":
             self.body = nn.Sequential(nn.Conv2d(ch, ch * 4, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(ch))
         else:
-            self.body = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                      nn.Conv2d(ch, ch, 3, padding=1), nn.PReLU(ch))
+            # The paper's order (Keras): Conv2D, then UpSampling2D, then PReLU.
+            self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.Upsample(scale_factor=2, mode="nearest"),
+                                      nn.PReLU(ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

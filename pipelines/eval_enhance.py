@@ -26,6 +26,19 @@ from survsr.provenance import encode_png, sha256_bytes, write_png
 log = logging.getLogger(__name__)
 
 METHODS = ("nearest", "bicubic", "zssr", "srgan")
+# Named generators are methods too: "srgan-<name>" (e.g. srgan-paper, srgan-distill), placed after "srgan".
+
+
+def is_srgan(method: str) -> bool:
+    return method == "srgan" or method.startswith("srgan-")
+
+
+def method_order(method: str) -> tuple[int, str]:
+    if method in METHODS:
+        return METHODS.index(method), ""
+    if is_srgan(method):
+        return METHODS.index("srgan"), method
+    return 99, method
 RESULT_COLUMNS = ["key", "protocol", "face_id", "degradation", "method", "psnr_rgb", "ssim_rgb", "psnr_y",
                   "ssim_y", "identical", "sharpness", "seconds", "error", "sr_png"]
 
@@ -60,33 +73,40 @@ class Enhancer:
     """Loads what the methods need once, then enhances and scores items."""
 
     def __init__(self, scale: int = 2, generator: str | None = None, zssr: dict | None = None,
-                 metrics: dict | None = None, cache_dir: str | None = None):
+                 metrics: dict | None = None, cache_dir: str | None = None,
+                 generators: dict[str, str] | None = None):
         from survsr.config import from_dict
 
         self.scale = scale
-        self.generator_path = generator
+        # method -> generator export: "srgan" (the --generator) and any named "srgan-<name>" ones
+        self.generator_paths = dict(generators or {})
+        if generator:
+            self.generator_paths.setdefault("srgan", generator)
+        self._generators: dict[str, Any] = {}
         self.zssr_spec = zssr  # {"config": path|None, "set": [...], "seed": int} or None
         self.metrics_cfg = from_dict(MetricsConfig, metrics or {})
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self._generator = None
         self._zssr_cfg = None
         self._zssr_hash = ""
 
     # ------------------------------------------------------------ methods
-    def _srgan(self, lr: np.ndarray) -> np.ndarray:
+    def _srgan(self, lr: np.ndarray, method: str = "srgan") -> np.ndarray:
         import torch
 
-        if self._generator is None:
+        if method not in self._generators:
             from survsr.models.export import load_generator
 
-            self._generator = load_generator(self.generator_path, "cpu")
-            gscale = getattr(self._generator.cfg, "scale", self.scale)
+            path = self.generator_paths.get(method)
+            if path is None:
+                raise ValueError(f"no generator for method {method!r}")
+            g = load_generator(path, "cpu")
+            gscale = getattr(g.cfg, "scale", self.scale)
             if gscale != self.scale:
-                raise ValueError(f"{self.generator_path}: generator is x{gscale}, evaluation scale is "
-                                 f"x{self.scale}")
+                raise ValueError(f"{path}: generator is x{gscale}, evaluation scale is x{self.scale}")
+            self._generators[method] = g
         x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
         with torch.inference_mode():
-            y = self._generator(x).clamp(0.0, 1.0)
+            y = self._generators[method](x).clamp(0.0, 1.0)
         return (y[0].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
 
     def _zssr(self, lr: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
@@ -130,8 +150,8 @@ class Enhancer:
             return resize(lr, size, "nearest")
         if method == "bicubic":
             return resize(lr, size, "bicubic")
-        if method == "srgan":
-            return self._srgan(lr)
+        if is_srgan(method):
+            return self._srgan(lr, method)
         if method == "zssr":
             if pre_zssr is not None:
                 return pre_zssr

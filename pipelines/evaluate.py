@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from survsr.pipelines.eval_enhance import METHODS, load_zssr_config, run_local, run_ray
+from survsr.pipelines.eval_enhance import METHODS, is_srgan, load_zssr_config, method_order, run_local, run_ray
 from survsr.pipelines.eval_faces import (
     DegradationConfig,
     EvaluateError,
@@ -263,8 +263,21 @@ def _zssr_manifest(zssr_dir: Path, plan: Plan):
     return df
 
 
+def _expand(methods: list[str], available: dict) -> list[str]:
+    """"srgan" in a methods list stands for every generator given: the --generator one and the named ones
+    (srgan-paper, srgan-distill, ...)."""
+    out: list[str] = []
+    for m in methods:
+        named = available.get("srgan_named") or []
+        if m == "srgan" and named:
+            out += (["srgan"] if available.get("srgan") else []) + list(named)
+        else:
+            out.append(m)
+    return out
+
+
 def _plan_paper(cfg: EvaluateConfig, plan: Plan, faces_dir: Path | None, zssr_df, zssr_dir: Path | None,
-                srgan: dict) -> None:
+                srgan: dict, named: dict[str, dict] | None = None) -> None:
     p = {"title": "Protocol 1 - paper (Table I): SRGAN vs ZSSR synthetic HR", "notes": []}
     plan.protocols["paper"] = p
     if not cfg.paper.enabled:
@@ -274,8 +287,10 @@ def _plan_paper(cfg: EvaluateConfig, plan: Plan, faces_dir: Path | None, zssr_df
         p.update(status="missing", reason="no ZSSR output given (--zssr DIR): there is no synthetic HR to "
                                           "compare the generator with")
         return
-    methods = (["srgan"] if srgan["available"] else []) + (["bicubic"] if cfg.paper.bicubic_baseline else [])
-    if not srgan["available"]:
+    named = {m: st for m, st in (named or {}).items() if st["available"]}
+    methods = (["srgan"] if srgan["available"] else []) + list(named) + \
+        (["bicubic"] if cfg.paper.bicubic_baseline else [])
+    if not srgan["available"] and not named:
         p["notes"].append(f"SRGAN not available: {srgan['reason']}")
     if not methods:
         p.update(status="missing", reason="no method to score (SRGAN not available, bicubic baseline off)")
@@ -346,7 +361,7 @@ def _plan_ground_truth(cfg: EvaluateConfig, plan: Plan, faces_dir: Path | None, 
                                      f"than ground_truth.min_native={g.min_native} px (too small for an HR face)"})
             else:
                 faces.append(f)
-    methods = [m for m in g.methods if available.get(m, True)]
+    methods = [m for m in _expand(g.methods, available) if available.get(m, True)]
     for m in g.methods:
         if not available.get(m, True):
             p["notes"].append(f"{m}: not available ({available.get(m + '_reason', '')})")
@@ -390,7 +405,7 @@ def _plan_real(cfg: EvaluateConfig, plan: Plan, faces_dir: Path | None, faces_lr
                 faces.append(f)
     for folder in faces_lr:
         faces += folder_faces(folder, label="LR folder", max_faces=r.max_faces, skipped=plan.skipped)
-    methods = [m for m in r.methods if available.get(m, True)]
+    methods = [m for m in _expand(r.methods, available) if available.get(m, True)]
     for m in r.methods:
         if not available.get(m, True):
             p["notes"].append(f"{m}: not available ({available.get(m + '_reason', '')})")
@@ -431,8 +446,7 @@ def summarize(rows: list[dict], group: tuple[str, ...]) -> list[dict]:
     for r in rows:
         groups.setdefault(tuple(r[g] for g in group), []).append(r)
     def order(key: tuple) -> tuple:
-        return tuple((METHODS.index(v), "") if g == "method" and v in METHODS else (99, str(v))
-                     for g, v in zip(group, key))
+        return tuple(method_order(v) if g == "method" else (99, str(v)) for g, v in zip(group, key))
 
     out = []
     for key in sorted(groups, key=order):
@@ -521,10 +535,13 @@ def _grids(plan: Plan, rows_by_key: dict[str, dict[str, dict]], cfg: EvaluateCon
                       "caption": f"sharp {sharpness(lr):.0f} (LR size)" if proto == "real_footage" else
                       (it["degradation"] or "input")})
         order = ["nearest", "bicubic", "zssr", "srgan"]
+        named_here = sorted({m for m in methods if m.startswith("srgan-")})
+        if named_here:
+            order = order[:3] + ([] if "srgan" not in methods else ["srgan"]) + named_here
         for m in order:
             r = methods.get(m)
             title = {"nearest": "nearest (zoomed LR)", "bicubic": "bicubic", "zssr": "ZSSR",
-                     "srgan": "SRGAN"}[m]
+                     "srgan": "SRGAN"}.get(m) or "SRGAN-" + m[len("srgan-"):]
             if r is None:
                 if proto == "paper" and m == "zssr":
                     continue
@@ -540,7 +557,7 @@ def _grids(plan: Plan, rows_by_key: dict[str, dict[str, dict]], cfg: EvaluateCon
             else:
                 cap = _fmt_psnr(r.get("psnr_y")) + f" dB / {r['ssim_y']:.3f}"
             png = r["sr_png"]
-            if cfg.report.label and m in ("zssr", "srgan") and png is not None:
+            if cfg.report.label and (m == "zssr" or is_srgan(m)) and png is not None:
                 from survsr.marking import mark_image
 
                 png = encode_png(mark_image(decode_png(png)))  # metrics used the unmarked pixels
@@ -569,8 +586,12 @@ def _fmt_psnr(v) -> str:
 def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str | Path | None = None,
                  generator: str | Path | None = None, faces_hr: list | tuple = (), faces_lr: list | tuple = (),
                  cfg: EvaluateConfig | None = None, config: str | Path | None = None,
-                 overrides: list[str] | tuple = ()) -> dict[str, Any]:
+                 overrides: list[str] | tuple = (), generators: dict[str, str | Path] | None = None
+                 ) -> dict[str, Any]:
     """Run the three protocols and write ``out/index.html``, ``out/metrics.json`` and ``out/metrics.csv``.
+
+    ``generators``: named generator exports scored side by side as methods ``srgan-<name>`` (e.g.
+    {"paper": RUN1/generator.safetensors, "distill": RUN2/generator.safetensors}), next to ``generator``.
 
     Returns the metrics dict (as in metrics.json) with ``"report"`` (and ``"report_path"``) = the path of
     index.html.
@@ -598,21 +619,35 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
     chash = identity(cfg)
 
     srgan = _srgan_status(generator)
+    named = {f"srgan-{name}": _srgan_status(path) for name, path in (generators or {}).items()}
+    if not srgan["available"] and named:  # the page's mediator / curves: the first named generator's run
+        first = next((st for st in named.values() if st["available"]), None)
+        srgan_meta = first or srgan
+    else:
+        srgan_meta = srgan
     zstat = _zssr_status(cfg)
     available = {"srgan": srgan["available"], "srgan_reason": srgan.get("reason", ""),
-                 "zssr": zstat["available"], "zssr_reason": zstat.get("reason", "")}
+                 "zssr": zstat["available"], "zssr_reason": zstat.get("reason", ""),
+                 "srgan_named": list(named)}
+    for m, st in named.items():
+        available[m] = st["available"]
+        available[m + "_reason"] = st.get("reason", "")
     plan = Plan()
     if faces_dir is not None:
         plan.add_input("ingest manifest", str(faces_dir / "faces.parquet"), sha256_file(faces_dir / "faces.parquet"))
     if srgan["available"]:
         plan.add_input("generator", srgan["path"], srgan["sha256"])
+    for m, st in named.items():
+        if st["available"]:
+            plan.add_input(f"generator {m}", st["path"], st["sha256"])
     zssr_df = _zssr_manifest(zssr_dir, plan) if zssr_dir is not None else None
 
-    _plan_paper(cfg, plan, faces_dir, zssr_df, zssr_dir, srgan)
+    _plan_paper(cfg, plan, faces_dir, zssr_df, zssr_dir, srgan, named)
     _plan_ground_truth(cfg, plan, faces_dir, faces_hr, available)
     _plan_real(cfg, plan, faces_dir, faces_lr, zssr_df, zssr_dir, available)
 
     enh_kwargs = dict(scale=cfg.scale, generator=srgan.get("path") if srgan["available"] else None,
+                      generators={m: st["path"] for m, st in named.items() if st["available"]},
                       zssr={"config": cfg.zssr.config, "set": list(cfg.zssr.set), "seed": cfg.zssr.seed},
                       metrics=to_dict(cfg.metrics), cache_dir=str(out / "cache" / "zssr"))
     n_zssr = sum("zssr" in it["methods"].split(",") and it["pre_zssr_png"] is None for it in plan.items)
@@ -625,7 +660,7 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
         else:
             rows = run_local(plan.items, **enh_kwargs)
     # Ray Data gives no order guarantee: everything downstream is sorted by key.
-    rows.sort(key=lambda r: (r["key"], METHODS.index(r["method"]) if r["method"] in METHODS else 99))
+    rows.sort(key=lambda r: (r["key"], method_order(r["method"])))
     rows_by_key: dict[str, dict[str, dict]] = {}
     for r in rows:
         info = plan.faces.get(r["key"], {})
@@ -660,8 +695,9 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
             "nearest": {"available": True}, "bicubic": {"available": True, "note": "PIL bicubic"},
             "zssr": zstat,
             "srgan": {k: v for k, v in srgan.items() if k != "train_meta"},
+            **{m: {k: v for k, v in st.items() if k != "train_meta"} for m, st in named.items()},
         },
-        "train_meta": srgan.get("train_meta"),
+        "train_meta": srgan_meta.get("train_meta"),
         "inputs": plan.inputs,
         "skipped": plan.skipped,
         "config": to_dict(cfg),
@@ -673,7 +709,7 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
     _write_csv(out / "metrics.csv", rows)
     atomic_write_json(out / "metrics.json", result)
     grids = _grids(plan, rows_by_key, cfg)
-    curves = report_mod.training_curves_png(Path(srgan["train_log"])) if srgan.get("train_log") else None
+    curves = report_mod.training_curves_png(Path(srgan_meta["train_log"])) if srgan_meta.get("train_log") else None
     page = report_mod.write_report(out, result, grids, curves, cfg.report)
     _write_report_sidecars(out, plan.inputs, record)
     append_audit(out, {"command": "evaluate", "config_hash": chash, "inputs": plan.inputs,
@@ -735,7 +771,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--faces", default=None, help="ingest output dir (faces.parquet)")
     parser.add_argument("--zssr", default=None, help="ZSSR output dir (zssr.parquet): the paper protocol")
-    parser.add_argument("--generator", default=None, help="RUN/generator.safetensors from survsr train")
+    parser.add_argument("--generator", action="append", default=[], metavar="[NAME=]G.safetensors",
+                        help="RUN/generator.safetensors from survsr train; NAME=PATH (repeatable) scores several "
+                             "side by side as methods srgan-NAME, e.g. paper=RUN1/... distill=RUN2/...")
     parser.add_argument("--faces-hr", nargs="+", default=[], metavar="DIR",
                         help="folders of real HR face images for the ground-truth protocol")
     parser.add_argument("--faces-lr", nargs="+", default=[], metavar="DIR",
@@ -759,9 +797,15 @@ def main(args: argparse.Namespace) -> int:
         return 2
     cfg = load_config(args.config, args.overrides + (["pool.enabled=false"] if args.no_ray else []))
     use_address(args.address)
+    plain = [g for g in args.generator if "=" not in g]
+    named = dict(g.split("=", 1) for g in args.generator if "=" in g)
+    if len(plain) > 1:
+        print("survsr evaluate: more than one unnamed --generator; name them: --generator NAME=PATH",
+              file=sys.stderr)
+        return 2
     try:
-        result = run_evaluate(args.out, faces=args.faces, zssr=args.zssr, generator=args.generator,
-                              faces_hr=args.faces_hr, faces_lr=args.faces_lr, cfg=cfg)
+        result = run_evaluate(args.out, faces=args.faces, zssr=args.zssr, generator=plain[0] if plain else None,
+                              faces_hr=args.faces_hr, faces_lr=args.faces_lr, cfg=cfg, generators=named)
     except EvaluateError as exc:
         print(f"survsr evaluate: {exc}", file=sys.stderr)
         return 2
@@ -772,7 +816,7 @@ def main(args: argparse.Namespace) -> int:
         print(line)
         for s in p.get("summary", []):
             if s.get("psnr_y_mean") is not None:
-                print(f"    {s.get('degradation', '') or '':13s} {s['method']:8s} n={s['n']:3d} "
+                print(f"    {s.get('degradation', '') or '':13s} {s['method']:14s} n={s['n']:3d} "
                       f"PSNR-Y {s['psnr_y_mean']:.2f} dB  SSIM-Y {s['ssim_y_mean']:.4f}")
     print(f"report: {result['report_path']}")
     return 0

@@ -55,8 +55,9 @@ log = logging.getLogger("survsr.ingest")
 MANIFEST_COLUMNS = [
     "crop_id", "source_path", "source_sha256", "frame_index", "time_s", "box_x", "box_y", "box_w", "box_h",
     "detector", "score", "track_id", "split", "native_path", "native_w", "native_h", "lr_path", "lr_size",
-    "resize_method", "sharpness", "sha256", "native_sha256", "config_hash",
+    "resize_method", "sharpness", "sha256", "native_sha256", "config_hash", "role",
 ]
+_ASSIGNED = ("split", "role")  # set in assemble() over all videos, not per video
 REPORT_NAME = "ingest_report.json"
 MANIFEST_NAME = "faces.parquet"
 
@@ -87,8 +88,11 @@ class DecodeConfig:
 
 @dataclass
 class SplitConfig:
-    train_fraction: float = 0.7  # share of TRACKS (not crops) in the train split, as in the paper's 70/30
+    train_fraction: float = 0.7  # share of TRACKS (not crops) in the train split
     seed: int = 0
+    # Paper: 70:30 of the train faces go to the discriminator (ZSSR'd) : the generator, split by track
+    # (survsr.pipelines.roles); written as the manifest's `role` column (D | G | test).
+    d_fraction: float = 0.7
 
     def validate(self) -> None:
         if not 0.0 <= self.train_fraction <= 1.0:
@@ -329,7 +333,7 @@ def commit_video(out_dir: Path, summary: dict, rows: list[dict], cfg_hash: str) 
     if staging.is_dir():
         os.replace(staging, final)
     part = out_dir / "parts" / f"{vid}.parquet"
-    cols = [c for c in MANIFEST_COLUMNS if c != "split"]
+    cols = [c for c in MANIFEST_COLUMNS if c not in _ASSIGNED]
     df = pd.DataFrame(sorted(rows, key=lambda r: r["crop_id"]), columns=cols)
     write_parquet_atomic(_typed(df), part)
     atomic_write_json(_marker(out_dir, vid), {**summary, "config_hash": cfg_hash, "part": f"parts/{vid}.parquet"})
@@ -391,10 +395,14 @@ def assemble(out_dir: str | Path, cfg: IngestConfig):
             continue
         markers.append(m)
         frames.append(pd.read_parquet(out_dir / m["part"]))
-    cols = [c for c in MANIFEST_COLUMNS if c != "split"]
+    cols = [c for c in MANIFEST_COLUMNS if c not in _ASSIGNED]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
     splits = assign_splits(df["track_id"].tolist(), cfg.split)
     df["split"] = df["track_id"].map(splits).astype(str) if len(df) else pd.Series(dtype=str)
+    from survsr.pipelines.roles import assign_roles
+
+    df["role"] = assign_roles(df, cfg.split.d_fraction, cfg.split.seed).astype(str) if len(df) else \
+        pd.Series(dtype=str)
     df = _typed(df[MANIFEST_COLUMNS].sort_values("crop_id", kind="stable").reset_index(drop=True))
     write_parquet_atomic(df, out_dir / MANIFEST_NAME)
     return df, markers, splits

@@ -5,6 +5,10 @@ that numbers are comparable with published tables: Y is BT.601 luma in [16, 235]
 as MATLAB's ``rgb2ycbcr``), ``data_range`` is 255, a border of ``scale`` pixels is cropped before scoring, and
 SSIM uses Wang et al.'s Gaussian window (sigma 1.5, population covariance). With these conventions bicubic x2
 scores 33.67 dB on Set5 and 30.32 dB on Set14, the figures every SR paper quotes (a test checks this).
+
+``convention: paper_table1`` is instead what Moreira et al.'s Table I used: scikit-image's PSNR and SSIM on
+the full images (no border crop; SSIM with scikit-image's defaults: 7x7 uniform window, sample covariance);
+the paper's figures are then to be compared with the RGB columns.
 """
 
 from __future__ import annotations
@@ -21,8 +25,15 @@ class MetricError(ValueError):
     """Two images cannot be compared (shape mismatch, too small, wrong type); the message names both."""
 
 
+CONVENTIONS = ("sr_benchmark", "paper_table1")
+
+
 @dataclass
 class MetricsConfig:
+    # sr_benchmark: the keys below (Y + border crop + Gaussian SSIM by default). paper_table1: the paper's
+    # Table I (scikit-image PSNR/SSIM on the full image: border 0, 7x7 uniform SSIM window, sample
+    # covariance), overriding border and the ssim_* keys.
+    convention: str = "sr_benchmark"
     border: int | None = None  # pixels cropped on each side before scoring; None = the SR scale
     data_range: float = 255.0
     ssim_gaussian: bool = True  # Wang et al. 2004: 11x11 Gaussian window, sigma 1.5
@@ -31,6 +42,8 @@ class MetricsConfig:
     ssim_sample_covariance: bool = False
 
     def validate(self) -> None:
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"metrics.convention must be one of {CONVENTIONS}, got {self.convention!r}")
         if self.border is not None and self.border < 0:
             raise ValueError(f"metrics.border must be >= 0 or null, got {self.border}")
         if self.data_range <= 0:
@@ -114,7 +127,7 @@ def ssim(ref: np.ndarray, test: np.ndarray, cfg: MetricsConfig | None = None) ->
 def score_pair(ref: np.ndarray, test: np.ndarray, *, scale: int = 2, cfg: MetricsConfig | None = None,
                ref_name: str = "reference", test_name: str = "test") -> dict[str, float | bool]:
     """PSNR and SSIM on RGB and on Y after the border crop. ``identical`` says the PSNRs are infinite."""
-    cfg = cfg or MetricsConfig()
+    cfg = effective(cfg or MetricsConfig())
     _check_pair(ref, test, ref_name, test_name)
     if ref.dtype != np.uint8 or test.dtype != np.uint8:
         raise MetricError(f"{ref_name} / {test_name}: expected uint8 images, got {ref.dtype} / {test.dtype}")
@@ -128,6 +141,26 @@ def score_pair(ref: np.ndarray, test: np.ndarray, *, scale: int = 2, cfg: Metric
         "ssim_y": ssim(ry, ty, cfg),
         "identical": bool(np.array_equal(r, t)),
     }
+
+
+def effective(cfg: MetricsConfig) -> MetricsConfig:
+    """The settings actually used: ``paper_table1`` pins border and SSIM to scikit-image's full-image defaults."""
+    if cfg.convention != "paper_table1":
+        return cfg
+    from dataclasses import replace
+
+    return replace(cfg, border=0, ssim_gaussian=False, ssim_win_size=7, ssim_sample_covariance=True)
+
+
+def describe(cfg: MetricsConfig, scale: int) -> str:
+    """One sentence for reports: how the numbers were computed."""
+    e = effective(cfg)
+    border = scale if e.border is None else e.border
+    window = (f"a Gaussian window (sigma {e.ssim_sigma:g})" if e.ssim_gaussian else
+              f"a {e.ssim_win_size}x{e.ssim_win_size} uniform window")
+    head = ("the paper's Table I convention: " if cfg.convention == "paper_table1" else "")
+    return (f"{head}PSNR/SSIM by scikit-image on Y (BT.601) and on RGB, after a {border}-pixel border crop, "
+            f"SSIM with {window} ({'sample' if e.ssim_sample_covariance else 'population'} covariance)")
 
 
 def sharpness(img: np.ndarray) -> float:

@@ -16,7 +16,8 @@ from survsr.provenance import atomic_write
 log = logging.getLogger(__name__)
 
 METRIC_LABELS = {"psnr_y": "PSNR-Y (dB)", "ssim_y": "SSIM-Y", "psnr_rgb": "PSNR-RGB (dB)", "ssim_rgb": "SSIM-RGB"}
-METHOD_LABELS = {"nearest": "nearest", "bicubic": "bicubic", "zssr": "ZSSR", "srgan": "SRGAN"}
+METHOD_LABELS = {"nearest": "nearest", "bicubic": "bicubic", "zssr": "ZSSR", "srgan": "SRGAN",
+                 "srgan-paper": "SRGAN-paper", "srgan-distill": "SRGAN-distill"}
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1200px;color:#1d1d1f;
@@ -39,7 +40,7 @@ PROTOCOL_TEXT = {
         "of the same face. <b>This measures agreement with ZSSR, not fidelity to the real face</b>: "
         "the ZSSR image is itself an estimate, so a generator that copies ZSSR's mistakes scores high. "
         "The bicubic row shows how much agreement a plain interpolation gets for free. "
-        "The paper reports SSIM 0.86-0.95 and PSNR 31-39 dB this way."),
+        "{convention}"),
     "ground_truth": (
         "Real HR faces are degraded to LR (bicubic downscale; and a surveillance-like chain: blur, "
         "downscale, sensor noise, JPEG), super-resolved by each method and scored against the real HR. "
@@ -242,15 +243,14 @@ def render(result: dict, grids: dict[str, list[dict]], curves: bytes | None, tit
     parts = [f"<!DOCTYPE html><html lang=en><head><meta charset='utf-8'><title>{_e(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>"]
     parts.append("<p class=note>Every enhanced image on this page is model output, not a photograph. "
-                 f"Scale x{_e(result.get('scale'))}; PSNR/SSIM by scikit-image on Y (BT.601) and RGB after a "
-                 f"{_e(_border(result))}-pixel border crop; SSIM with a Gaussian window (sigma 1.5).</p>")
+                 f"Scale x{_e(result.get('scale'))}; {_e(_metrics_text(result))}.</p>")
 
     # methods
     parts.append("<h2>Methods</h2><table id=methods><tr><th class=l>method</th><th class=l>status</th>"
                  "<th class=l>detail</th></tr>")
     for m, st in (result.get("methods") or {}).items():
         ok = st.get("available")
-        if m == "srgan" and ok:
+        if m.startswith("srgan") and ok:
             detail = f"{st.get('path')} sha256 {st.get('sha256')}"
         elif m == "zssr" and ok:
             detail = f"config hash {st.get('config_hash')}, overrides {st.get('overrides')}"
@@ -278,7 +278,8 @@ def render(result: dict, grids: dict[str, list[dict]], curves: bytes | None, tit
         p = (result.get("protocols") or {}).get(name)
         if p is None:
             continue
-        parts.append(f"<h2 id='{name}'>{_e(p.get('title', name))}</h2><p>{PROTOCOL_TEXT[name]}</p>")
+        text = PROTOCOL_TEXT[name].replace("{convention}", _paper_convention_text(result))
+        parts.append(f"<h2 id='{name}'>{_e(p.get('title', name))}</h2><p>{text}</p>")
         status = p.get("status")
         if status != "ok":
             parts.append(f"<div class=missing id='{name}-missing'><b>{_e(status)}:</b> {_e(p.get('reason'))}</div>")
@@ -330,6 +331,33 @@ def render(result: dict, grids: dict[str, list[dict]], curves: bytes | None, tit
                      + _e(json.dumps(zs["config"], indent=2, sort_keys=True)) + "</pre></details>")
     parts.append("</body></html>\n")
     return "".join(parts)
+
+
+def _metrics_cfg(result: dict):
+    from survsr.config import from_dict
+    from survsr.pipelines.quality import MetricsConfig
+
+    try:
+        return from_dict(MetricsConfig, dict((result.get("config") or {}).get("metrics") or {}))
+    except Exception:  # noqa: BLE001 - an older metrics.json: its defaults
+        return MetricsConfig()
+
+
+def _metrics_text(result: dict) -> str:
+    from survsr.pipelines.quality import describe
+
+    return describe(_metrics_cfg(result), int(result.get("scale") or 2))
+
+
+def _paper_convention_text(result: dict) -> str:
+    """What the paper's figures can be compared with on this page (and what not)."""
+    base = ("The paper reports SSIM 0.86-0.95 and PSNR 31-39 dB, computed with scikit-image's PSNR and SSIM on "
+            "the full images (no border crop, default 7x7 SSIM window). ")
+    if _metrics_cfg(result).convention == "paper_table1":
+        return base + "This page uses that convention (metrics.convention: paper_table1): compare them with the RGB columns."
+    return base + ("This page does NOT: it scores on Y (BT.601) after a border crop with a Gaussian-window SSIM "
+                   "(the SR-benchmark convention), so its numbers are not on the paper's scale; "
+                   "metrics.convention=paper_table1 gives the paper's.")
 
 
 def _border(result: dict) -> Any:

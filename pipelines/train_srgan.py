@@ -1,10 +1,12 @@
 """``survsr train``: unpaired SRGAN training on Ray Train (Moreira et al.: D sees ZSSR faces as "real").
 
-Plain function: ``run_train(faces_dir, zssr_dir, out_dir, cfg) -> summary``. The train faces are split
-deterministically (hash of crop_id) into two disjoint halves: the ZSSR outputs of one half are the
-discriminator's "real" set, the LR crops of the other half are the generator's inputs (with the ZSSR
-output of the same face as a pseudo-pair for the content/pixel losses). Both sets are decoded and
-sha256-checked by Ray Data and streamed to the workers (``ray.train.get_dataset_shard``).
+Plain function: ``run_train(faces_dir, zssr_dir, out_dir, cfg) -> summary``. The train faces carry a role
+by track (``survsr.pipelines.roles``, 70:30 as in the paper): the ZSSR outputs of the D faces are the
+discriminator's "real" set, the LR crops of the G faces are the generator's inputs. In the paper's setting
+(``loss.content_mode: unpaired``) G's faces never meet a ZSSR output of themselves: the mediator compares G's
+batch with D's real batch. The distillation option (``pseudo_pair``) attaches each G face's own ZSSR output
+as a target. Both sets are decoded and sha256-checked by Ray Data and streamed to the workers
+(``ray.train.get_dataset_shard``).
 
 Outputs in ``out_dir``: ``generator.safetensors`` (+ ``generator.json``), ``train_meta.json``,
 ``train_log.jsonl`` (per-step losses and D outputs, per-epoch held-out metrics), ``metrics.csv`` and the
@@ -56,15 +58,17 @@ class InputsConfig:
 class DataConfig:
     train_split: str = "train"
     heldout_split: str = "test"
-    hr_fraction: float = 0.5  # share of train faces whose ZSSR output is D's "real" set; the rest feed G
-    split_seed: int = 0  # the halves are chosen by sha256(split_seed:crop_id): stable as faces are added
+    # D:G roles come from faces.parquet's `role` column (ingest, by track); these two only assign them, the
+    # same way, for a manifest without one. Paper: 14,000 D : 6,000 G = 70:30.
+    d_fraction: float = 0.7
+    role_seed: int = 0
     flips: str = "horizontal"  # horizontal | none (vertical flips would give upside-down faces)
     heldout_max: int = 64
     decode_batch: int = 256
 
     def validate(self) -> None:
-        if not 0.0 < self.hr_fraction < 1.0:
-            raise ValueError(f"hr_fraction must be in (0, 1), got {self.hr_fraction}")
+        if not 0.0 < self.d_fraction < 1.0:
+            raise ValueError(f"d_fraction must be in (0, 1), got {self.d_fraction}")
         if self.flips not in ("horizontal", "none"):
             raise ValueError(f"flips must be horizontal or none, got {self.flips!r}")
 
@@ -77,7 +81,12 @@ class LoopConfig:
     lr_g: float = 1e-4
     lr_d: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "k_step"  # k_step: D for k steps (G frozen) then G for k steps | alternate: D and G each step
+    # epoch_blocks (paper: "DN for some epochs and then GN"): d_epochs epochs of D alone (G frozen), then
+    # g_epochs epochs of G alone (D frozen), repeated. k_step: D for k steps then G for k steps.
+    # alternate: D and G on every batch.
+    schedule: str = "epoch_blocks"
+    d_epochs: int = 5
+    g_epochs: int = 5
     k: int = 1
     pretrain_steps: int = 0  # G-only steps first (no adversarial term), like Ledig's SRResNet initialisation
     checkpoint_every: int = 500  # steps
@@ -88,9 +97,10 @@ class LoopConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.schedule not in ("k_step", "alternate"):
-            raise ValueError(f"schedule must be k_step or alternate, got {self.schedule!r}")
-        for name in ("batch_size", "epochs", "k", "checkpoint_every", "log_every", "eval_every_epochs"):
+        if self.schedule not in ("epoch_blocks", "k_step", "alternate"):
+            raise ValueError(f"schedule must be epoch_blocks, k_step or alternate, got {self.schedule!r}")
+        for name in ("batch_size", "epochs", "k", "d_epochs", "g_epochs", "checkpoint_every", "log_every",
+                     "eval_every_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if len(self.betas) != 2:
@@ -168,19 +178,20 @@ def resume_hash(cfg: TrainSRGANConfig) -> str:
 
 
 # ------------------------------------------------------------------------------------------ manifests
-def _role(crop_id: str, seed: int, hr_fraction: float) -> str:
-    u = int(hashlib.sha256(f"{seed}:{crop_id}".encode()).hexdigest()[:12], 16) / float(1 << 48)
-    return "hr" if u < hr_fraction else "lr"
-
-
 def _abs(base: Path, p: str) -> str:
     q = Path(p)
     return str(q if q.is_absolute() else (base / q))
 
 
 def plan_data(faces_dir: str | Path, zssr_dir: str | Path, cfg: TrainSRGANConfig) -> dict[str, Any]:
-    """Read both manifests and assign rows: D's real set, G's input set, held-out set (no decoding here)."""
+    """Read both manifests and assign rows: D's real set, G's input set, held-out set (no decoding here).
+
+    D's real set: ZSSR outputs of the role-D faces. G's inputs: the LR crops of the role-G faces; they get
+    their own ZSSR output as a pseudo-pair only in ``loss.content_mode: pseudo_pair``. The two sets are
+    disjoint by track (and so by crop id)."""
     import pandas as pd
+
+    from survsr.pipelines.roles import ROLE_D, ROLE_G, roles_of, track_ids
 
     faces_dir, zssr_dir = Path(faces_dir), Path(zssr_dir)
     fm, zm = faces_dir / "faces.parquet", zssr_dir / "zssr.parquet"
@@ -194,37 +205,50 @@ def plan_data(faces_dir: str | Path, zssr_dir: str | Path, cfg: TrainSRGANConfig
         if missing:
             raise ValueError(f"{m}: missing columns {missing}")
     hr_of = {r.crop_id: (_abs(zssr_dir, r.hr_path), str(r.sha256)) for r in zssr.itertuples()}
+    faces = faces.sort_values("crop_id").reset_index(drop=True)
+    faces["plan_role"] = roles_of(faces, cfg.data.d_fraction, cfg.data.role_seed, cfg.data.train_split).to_numpy()
+    faces["plan_track"] = track_ids(faces)
+    paired = cfg.loss.content_mode == "pseudo_pair"
     hr_rows, lr_rows, held = [], [], []
     no_zssr = 0
-    for r in faces.sort_values("crop_id").itertuples():
+    for r in faces.itertuples():
         pair = hr_of.get(r.crop_id)
-        lr = {"crop_id": r.crop_id, "path": _abs(faces_dir, r.lr_path), "sha256": str(r.sha256),
-              "pair_path": pair[0] if pair else "", "pair_sha256": pair[1] if pair else ""}
+        lr = {"crop_id": r.crop_id, "track_id": str(r.plan_track), "path": _abs(faces_dir, r.lr_path),
+              "sha256": str(r.sha256), "pair_path": pair[0] if pair else "", "pair_sha256": pair[1] if pair else ""}
         if r.split == cfg.data.heldout_split:
             if len(held) < cfg.data.heldout_max:
                 held.append(lr)
             continue
         if r.split != cfg.data.train_split:
             continue
-        if _role(r.crop_id, cfg.data.split_seed, cfg.data.hr_fraction) == "hr":
+        if r.plan_role == ROLE_D:
             if pair:
-                hr_rows.append({"crop_id": r.crop_id, "path": pair[0], "sha256": pair[1],
+                hr_rows.append({"crop_id": r.crop_id, "track_id": str(r.plan_track), "path": pair[0], "sha256": pair[1],
                                 "pair_path": "", "pair_sha256": ""})
             else:
                 no_zssr += 1
-        else:
+        elif r.plan_role == ROLE_G:
+            if not paired:  # the paper: G's faces never meet a ZSSR output of themselves
+                lr = {**lr, "pair_path": "", "pair_sha256": ""}
             lr_rows.append(lr)
     if not hr_rows:
-        raise ValueError(f"{zm}: no ZSSR outputs for the discriminator half of the {cfg.data.train_split!r} "
+        raise ValueError(f"{zm}: no ZSSR outputs for the discriminator's (role D) {cfg.data.train_split!r} "
                          f"faces in {fm}")
     if not lr_rows:
-        raise ValueError(f"{fm}: no LR faces left for the generator half (hr_fraction={cfg.data.hr_fraction})")
+        raise ValueError(f"{fm}: no role-G faces for the generator (the D:G split is by track: the train split "
+                         f"needs at least two tracks)")
+    n_pairs = sum(bool(r["pair_path"]) for r in lr_rows)
+    if paired and cfg.loss.content + cfg.loss.pixel > 0 and not n_pairs:
+        raise ValueError(f"{zm}: loss.content_mode=pseudo_pair but none of the {len(lr_rows)} generator faces has "
+                         "a ZSSR output; run `survsr zssr` with select.generator_faces=true")
     return {
         "hr": hr_rows, "lr": lr_rows, "heldout": held,
         "manifests": {"faces": {"path": str(fm), "sha256": _sha(fm)}, "zssr": {"path": str(zm), "sha256": _sha(zm)}},
         "counts": {"faces_total": int(len(faces)), "zssr_total": int(len(zssr)), "hr_real": len(hr_rows),
-                   "lr_inputs": len(lr_rows), "lr_with_pseudo_pair": sum(bool(r["pair_path"]) for r in lr_rows),
-                   "heldout": len(held), "hr_half_without_zssr": no_zssr},
+                   "lr_inputs": len(lr_rows), "lr_with_pseudo_pair": n_pairs,
+                   "d_tracks": len({r["track_id"] for r in hr_rows}), "g_tracks": len({r["track_id"] for r in lr_rows}),
+                   "tracks_on_both_sides": len({r["track_id"] for r in hr_rows} & {r["track_id"] for r in lr_rows}),
+                   "heldout": len(held), "d_faces_without_zssr": no_zssr},
     }
 
 
@@ -396,17 +420,54 @@ class _RunLog:
 
 
 # ---------------------------------------------------------------------------------------- worker loop
-def phase(step: int, loop: LoopConfig) -> tuple[bool, bool, bool]:
+def phase(step: int, loop: LoopConfig, block: str | None = None) -> tuple[bool, bool, bool]:
     """(update D, update G, pretraining) for global step ``step`` (0-based).
 
-    k_step is the paper's schedule (Goodfellow et al.): D for k steps with G frozen, then G for k steps with
-    D frozen; alternate updates both on every batch; the first ``pretrain_steps`` train G alone."""
+    epoch_blocks (the paper's "DN for some epochs and then GN"): the epoch's ``block`` ("D" or "G", from
+    ``epoch_plan``) decides. k_step (Goodfellow et al.'s k steps): D for k steps with G frozen, then G for k
+    steps with D frozen. alternate: both on every batch. The first ``pretrain_steps`` train G alone."""
     if step < loop.pretrain_steps:
         return False, True, True
+    if loop.schedule == "epoch_blocks":
+        return block == "D", block == "G", False
     if loop.schedule == "alternate":
         return True, True, False
     d_turn = ((step - loop.pretrain_steps) // loop.k) % 2 == 0
     return d_turn, not d_turn, False
+
+
+def epoch_plan(epoch: int, loop: LoopConfig, spe: dict[str, int]) -> tuple[int, str | None]:
+    """(steps in this epoch, block) for 0-based ``epoch``. An epoch is one pass over the set being trained:
+    D's real set in a D epoch (``spe["D"]`` steps), G's LR faces in a G epoch (``spe["G"]``); the other
+    schedules use ``spe["both"]`` (the smaller set) for every epoch and no block."""
+    if loop.schedule != "epoch_blocks":
+        return spe["both"], None
+    block = "D" if epoch % (loop.d_epochs + loop.g_epochs) < loop.d_epochs else "G"
+    return spe[block], block
+
+
+def locate(step: int, loop: LoopConfig, spe: dict[str, int]) -> tuple[int, int]:
+    """(epoch, first step of that epoch) holding global step ``step``: where a resumed run picks up."""
+    epoch, start = 0, 0
+    while True:
+        n, _ = epoch_plan(epoch, loop, spe)
+        if step < start + n:
+            return epoch, start
+        epoch, start = epoch + 1, start + n
+
+
+def total_steps(loop: LoopConfig, spe: dict[str, int]) -> int:
+    if loop.max_steps > 0:
+        return loop.max_steps
+    return sum(epoch_plan(e, loop, spe)[0] for e in range(loop.epochs))
+
+
+def _draw(n: int, need: int, gen):
+    """``need`` indices into ``n`` rows: whole random permutations back to back (every row once per pass)."""
+    import torch
+
+    reps = -(-need // n)
+    return torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])[:need]
 
 
 class SRGANStep:
@@ -453,8 +514,10 @@ class SRGANStep:
                 with self._autocast(dev):
                     use_adv = adversarial and self.loss_cfg.adversarial > 0
                     g_fake = self.D(sr) if use_adv else None
+                    # unpaired (paper): the mediator compares sr with D's real batch (other faces);
+                    # pseudo_pair: with each face's own ZSSR output
                     loss_g, g_parts = g_losses(self.loss_cfg, sr, lr, g_fake, pair, has_pair, self.mediator,
-                                               self.scale)
+                                               self.scale, real=real)
                 self.opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 self.opt_g.step()
@@ -482,16 +545,15 @@ def train_loop_per_worker(config: dict) -> None:
         torch.set_num_threads(max(1, cfg.scaling.cpus_per_worker))
     torch.manual_seed(cfg.train.seed + rank)
     pwb = config["per_worker_batch"]
-    spe, total = config["steps_per_epoch"], config["total_steps"]
+    spe, total = config["steps_per_epoch"], config["total_steps"]  # spe: {"D", "G", "both"}
     scale = cfg.generator.scale
 
     # ---- data: this worker's shard of both sets, decoded by Ray Data, kept on the device
     hr = _collect_shard(ray.train.get_dataset_shard("hr"), ["img"])["img"]
     lrs = _collect_shard(ray.train.get_dataset_shard("lr"), ["img", "pair", "has_pair"])
-    need = spe * pwb
-    if len(hr) < need or len(lrs["img"]) < need:
+    if len(hr) < pwb or len(lrs["img"]) < pwb:
         raise RuntimeError(f"rank {rank}: shard has {len(hr)} HR / {len(lrs['img'])} LR faces, "
-                           f"needs {need} for {spe} steps of {pwb}")
+                           f"needs {pwb} of each for one step")
     hr_t = torch.from_numpy(hr).to(device)
     lr_t = torch.from_numpy(lrs["img"]).to(device)
     pair_t = torch.from_numpy(lrs["pair"]).to(device)
@@ -563,18 +625,20 @@ def train_loop_per_worker(config: dict) -> None:
     t_window, faces_window = time.perf_counter(), 0
     G.train()
     D.train()
+    epoch, epoch_start = locate(step, cfg.train, spe)
     while step < total:
-        epoch = step // spe
+        n_steps, block = epoch_plan(epoch, cfg.train, spe)
+        need = n_steps * pwb
         gen = _epoch_generator(cfg.train.seed, epoch, rank)
-        perm_hr = torch.randperm(len(hr_t), generator=gen)[:need].to(device)
-        perm_lr = torch.randperm(len(lr_t), generator=gen)[:need].to(device)
+        perm_hr = _draw(len(hr_t), need, gen).to(device)
+        perm_lr = _draw(len(lr_t), need, gen).to(device)
         flips = cfg.data.flips == "horizontal"
         flip_hr = (torch.rand(need, generator=gen) < 0.5).to(device) if flips else None
         flip_lr = (torch.rand(need, generator=gen) < 0.5).to(device) if flips else None
         if cfg.generator.stochastic_depth > 0:
             # Same mask on every rank (seeded by epoch only), re-drawn each epoch as in the paper.
             G.resample_depth(torch.Generator().manual_seed(cfg.train.seed * 7919 + epoch))
-        for i in range(step % spe, spe):
+        for i in range(step - epoch_start, n_steps):
             if step >= total:
                 break
             if step == cfg.debug.fail_at_step and rank == cfg.debug.fail_rank and not fail_marker.exists():
@@ -586,7 +650,7 @@ def train_loop_per_worker(config: dict) -> None:
             lr = _to_float(lr_t[perm_lr[sl]], fl)
             pair = _to_float(pair_t[perm_lr[sl]], fl)
             has_pair = has_t[perm_lr[sl]]
-            do_d, do_g, pretrain = phase(step, cfg.train)
+            do_d, do_g, pretrain = phase(step, cfg.train, block)
             parts = stepper(real, lr, pair, has_pair, do_d=do_d, do_g=do_g, adversarial=not pretrain)
             step += 1
             faces_window += pwb * world
@@ -602,10 +666,12 @@ def train_loop_per_worker(config: dict) -> None:
                 telemetry.train_losses({k: v for k, v in vals.items() if not k.startswith("d_real")
                                       and not k.startswith("d_fake")}, epoch=epoch)
                 telemetry.train_d_outputs(vals.get("d_real"), vals.get("d_fake"))
-            end_epoch = step % spe == 0
+            end_epoch = step - epoch_start == n_steps
             want_ckpt = step % cfg.train.checkpoint_every == 0 or step == total
             if end_epoch or want_ckpt:
                 metrics = {"step": step, "epoch": epoch + (1 if end_epoch else 0)}
+                if block:
+                    metrics["block"] = block
                 if end_epoch:
                     metrics.update({k: float(torch.stack(v).float().mean()) for k, v in acc.items()})
                     acc = {}
@@ -615,7 +681,8 @@ def train_loop_per_worker(config: dict) -> None:
                         runlog.write({"kind": "epoch", **metrics})
                 for k, v in parts.items():
                     metrics.setdefault(f"last_{k}", float(v))
-                save_and_report(step, step // spe, metrics, want_ckpt)
+                save_and_report(step, epoch + (1 if end_epoch else 0), metrics, want_ckpt)
+        epoch, epoch_start = epoch + 1, epoch_start + n_steps
     if start_step >= total and rank == 0:
         log.info("checkpoint already at step %d of %d: nothing to train", start_step, total)
 
@@ -677,11 +744,13 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
     pwb = cfg.train.batch_size // world
     datasets, skipped = build_datasets(plan, cfg)
     n_hr, n_lr = datasets["hr"].count(), datasets["lr"].count()
-    spe = min(n_hr, n_lr) // world // pwb  # streaming_split(equal=True) gives each worker n // world rows
-    if spe < 1:
+    # streaming_split(equal=True) gives each worker n // world rows
+    spe = {"D": n_hr // world // pwb, "G": n_lr // world // pwb}
+    spe["both"] = min(spe.values())
+    if spe["both"] < 1:
         raise ValueError(f"too few faces for one step: {n_hr} HR and {n_lr} LR faces over {world} worker(s) "
                          f"at train.batch_size={cfg.train.batch_size}; lower the batch size")
-    total = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * spe
+    total = total_steps(cfg.train, spe)
     rhash = resume_hash(cfg)
 
     storage = Path(cfg.scaling.storage_path).resolve() if cfg.scaling.storage_path else out_dir / "ray"
@@ -703,8 +772,9 @@ def run_train(faces_dir: str | Path, zssr_dir: str | Path, out_dir: str | Path,
         ),
         datasets=datasets,
     )
-    log.info("training: %d HR (real) / %d LR faces, %d worker(s)%s, %d steps (%d per epoch), mediator %s",
-             n_hr, n_lr, world, " on GPU" if use_gpu else "", total, spe, med.status)
+    log.info("training: %d HR (real) / %d LR faces, %d worker(s)%s, %d steps (per epoch %s, schedule %s), "
+             "mediator %s", n_hr, n_lr, world, " on GPU" if use_gpu else "", total, spe, cfg.train.schedule,
+             med.status)
     result = trainer.fit()
     checkpoint = result.checkpoint
     if checkpoint is None:

@@ -1,10 +1,13 @@
-"""``survsr upscale IMAGE... --method zssr|bicubic --scale 2 --out DIR``: enlarge still images.
+"""``survsr upscale IMAGE... --method zssr|srgan|bicubic [--generator G.safetensors] --out DIR``: enlarge
+still images.
 
 Each output is ``DIR/<input stem>.png`` with a provenance record, listed (path, SHA-256, input and its
-SHA-256) in ``DIR/upscale.parquet`` so ``survsr verify DIR`` can check it. ZSSR output is model output: it
-carries the visible AI-ENHANCED label by default (``--no-label`` to leave it off; grayscale becomes RGB
-then). A bad image (unreadable, 16-bit, too small) is reported by name and the batch goes on; the exit code
-is 1 when any image failed.
+SHA-256) in ``DIR/upscale.parquet`` so ``survsr verify DIR`` can check it. ZSSR and SRGAN output is model
+output: it carries the visible AI-ENHANCED label by default, on a band ADDED below the picture (the picture's
+pixels are exactly those of ``--no-label``; grayscale becomes RGB then), and always the model-output
+metadata. ``--method srgan`` runs a trained generator export (``survsr train``'s generator.safetensors) in
+one batched forward per input size, on the GPU when there is one. A bad image (unreadable, 16-bit, too
+small) is reported by name and the batch goes on; the exit code is 1 when any image failed.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from survsr.config import config_hash, load
+from survsr.config import ConfigError, config_hash, load
 from survsr.images import read_image
 from survsr.provenance import (PROVENANCE_KEY, check_output_dir, provenance, sha256_file, stage_record,
                                write_png)
@@ -24,20 +27,54 @@ from survsr.stage import Command, batch_exit_code
 log = logging.getLogger(__name__)
 
 
+def _srgan_outputs(generator: str | Path, images: list[np.ndarray]) -> tuple[list[np.ndarray], str]:
+    """Every image through the one generator runner (``survsr.enhance.runner``: batched per input size, on a
+    GPU when there is one, the quantisation every other path uses). RGB uint8 in and out."""
+    from survsr.enhance.runner import Enhancer
+
+    runner = Enhancer(generator)
+    return runner.enhance(images), runner.device_name
+
+
 def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "zssr", scale: float = 2.0,
-                  cfg=None, seed: int = 0, label: bool = True) -> dict:
+                  cfg=None, seed: int = 0, label: bool = True, generator: str | Path | None = None) -> dict:
     """Upscale each file into ``out_dir/<stem>.png``; returns {"written": [...], "failed": [{path, error}]}."""
     from survsr.models.zssr import ZSSR, ZSSRConfig, bicubic_upscale
     import dataclasses
 
+    gen_info: dict = {}
+    if method == "srgan":
+        from survsr.models.export import read_metadata
+
+        if generator is None:
+            raise ValueError("--method srgan needs --generator G.safetensors (survsr train's export)")
+        generator = Path(generator)
+        if not generator.is_file():
+            raise ValueError(f"{generator}: generator export not found")
+        try:
+            gcfg = read_metadata(generator)["generator_config"]
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own types on a bad file
+            raise ValueError(f"{generator}: not a survsr generator export ({exc})") from None
+        if float(gcfg.get("scale", 2)) != float(scale):
+            raise ValueError(f"{generator}: the generator is x{gcfg.get('scale')}, --scale is {scale:g}")
+        gen_info = {"path": str(generator.resolve()), "sha256": sha256_file(generator)}
     cfg = dataclasses.replace(cfg or ZSSRConfig(), scale=float(scale))
     cfg.validate()
     out_dir = check_output_dir(out_dir, paths, "upscale")
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = ZSSR(cfg) if method == "zssr" else None
-    chash = config_hash({"method": method, "zssr": dataclasses.asdict(cfg) if engine else None, "scale": scale})
+    model_output = method in ("zssr", "srgan")
+    chash = config_hash({"method": method, "zssr": dataclasses.asdict(cfg) if engine else None, "scale": scale,
+                         "generator_sha256": gen_info.get("sha256")})
     stems: dict[str, Path] = {}
     written, failed = [], []
+    inputs: list[tuple[Path, Path, np.ndarray]] = []
+
+    def fail(p: Path, exc: Exception) -> None:
+        msg = str(exc) if str(p) in str(exc) else f"{p}: {exc}"
+        failed.append({"path": str(p), "error": msg})
+        log.error("%s", msg)
+
     for p in map(Path, paths):
         target = out_dir / f"{p.stem}.png"
         if p.stem in stems:
@@ -46,30 +83,39 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
             continue
         stems[p.stem] = p
         try:
-            img = read_image(p)
+            inputs.append((p, target, read_image(p)))
+        except ValueError as exc:  # ImageError names the file
+            fail(p, exc)
+    srgan_out: dict[str, np.ndarray] = {}
+    srgan_device = None
+    if method == "srgan" and inputs:
+        rgb = [np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img for _, _, img in inputs]
+        outs, srgan_device = _srgan_outputs(generator, rgb)
+        srgan_out = {str(p): o for (p, _, _), o in zip(inputs, outs)}
+    for p, target, img in inputs:
+        try:
             if engine is not None:
                 out, info = engine.run(img, seed=seed, name=str(p))
+            elif method == "srgan":
+                out, info = srgan_out[str(p)], {"device": srgan_device}
             else:
                 out, info = bicubic_upscale(img, scale), {"device": "cpu"}
         except ValueError as exc:  # ImageError and survsr.models.zssr.check_image both name the file
-            msg = str(exc) if str(p) in str(exc) else f"{p}: {exc}"
-            failed.append({"path": str(p), "error": msg})
-            log.error("%s", msg)
+            fail(p, exc)
             continue
         except Exception as exc:  # noqa: BLE001 - anything else one file causes: report it, go on
-            msg = f"{p}: {type(exc).__name__}: {exc}"
-            failed.append({"path": str(p), "error": msg})
-            log.error("%s", msg)
+            fail(p, RuntimeError(f"{type(exc).__name__}: {exc}"))
             continue
+        parents = [{"path": gen_info["path"], "sha256": gen_info["sha256"]}] if gen_info else []
         prov = provenance(kind=f"{method}_upscale", source={"path": str(p.resolve()), "sha256": sha256_file(p)},
-                          parents=[], model_output=engine is not None,
+                          parents=parents, model_output=model_output,
                           stages=[stage_record(f"upscale-{method}", chash, seed=seed if engine else None,
-                                               device=info.get("device"))])
+                                               model_sha256=gen_info.get("sha256"), device=info.get("device"))])
         text = {PROVENANCE_KEY: prov}
-        if engine is not None:  # model output: the label (if on) and, always, metadata that says so
+        if model_output:  # model output: the label (if on) and, always, metadata that says so
             from survsr.marking import MarkingConfig, mark_document, mark_image, model_output_text
 
-            mcfg = MarkingConfig(enabled=label)
+            mcfg = MarkingConfig(enabled=label)  # default mode extend: a band below, no picture pixel covered
             if label:
                 out = mark_image(np.repeat(out[..., None], 3, axis=2) if out.ndim == 2 else out, mcfg)
             text = {PROVENANCE_KEY: mark_document(prov, mcfg), **model_output_text()}
@@ -78,7 +124,7 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
                         **{k: info[k] for k in ("iterations", "seconds") if k in info}})
         _record(out_dir, {"path": target.name, "sha256": sha, "source_path": str(p.resolve()),
                           "source_sha256": prov["source"]["sha256"], "method": method, "scale": float(scale),
-                          "seed": seed, "config_hash": chash})
+                          "seed": seed, "config_hash": chash, "generator_sha256": gen_info.get("sha256", "")})
         log.info("%s -> %s (%dx%d)", p, target, out.shape[1], out.shape[0])
     return {"written": written, "failed": failed}
 
@@ -99,11 +145,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from survsr.config import add_config_args
 
     parser.add_argument("images", nargs="+", help="input images (PNG/JPEG/...); key=value tokens are overrides")
-    parser.add_argument("--method", choices=("zssr", "bicubic"), default="zssr")
+    parser.add_argument("--method", choices=("zssr", "srgan", "bicubic"), default="zssr")
+    parser.add_argument("--generator", default=None,
+                        help="--method srgan: the generator export (survsr train's RUN/generator.safetensors)")
     parser.add_argument("--scale", type=float, default=2.0)
     parser.add_argument("--out", required=True, help="output directory (outputs keep the input file stem)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-label", action="store_true", help="no visible AI-ENHANCED label on ZSSR output")
+    parser.add_argument("--no-label", action="store_true",
+                        help="no visible AI-ENHANCED band (added below ZSSR/SRGAN output; metadata marks it anyway)")
     add_config_args(parser, "zssr.yaml")
 
 
@@ -113,8 +162,14 @@ def main(args: argparse.Namespace) -> int:
 
     split_overrides(args, "images")
     cfg = load(ZSSRStageConfig, args.config, args.overrides, default_name="zssr.yaml")
-    res = upscale_files(args.images, args.out, args.method, args.scale, cfg.zssr, args.seed,
-                        label=not args.no_label)
+    if args.method == "srgan" and not args.generator:
+        raise ConfigError("--method srgan needs --generator G.safetensors")
+    try:
+        res = upscale_files(args.images, args.out, args.method, args.scale, cfg.zssr, args.seed,
+                            label=not args.no_label, generator=args.generator)
+    except ValueError as exc:  # the generator itself is unusable: nothing to do for any image
+        print(f"survsr upscale: {exc}")
+        return 1
     print(f"upscaled {len(res['written'])} image(s) into {args.out}; {len(res['failed'])} failed")
     for f in res["failed"]:
         print(f"  FAILED {f['error']}")

@@ -58,9 +58,20 @@ class PoolConfig:
 
 
 @dataclasses.dataclass
+class SelectConfig:
+    # Moreira et al. run ZSSR only on the discriminator's faces (role D; the test split too, which the
+    # evaluation needs); the generator's faces (role G) stay LR. true: also the G faces, which the
+    # pseudo-pair distillation option (configs/srgan_distill.yaml) needs as its targets.
+    generator_faces: bool = False
+    d_fraction: float = 0.7  # only for a faces.parquet without a role column (see survsr.pipelines.roles)
+    role_seed: int = 0
+
+
+@dataclasses.dataclass
 class ZSSRStageConfig:
     zssr: ZSSRConfig = dataclasses.field(default_factory=ZSSRConfig)
     pool: PoolConfig = dataclasses.field(default_factory=PoolConfig)
+    select: SelectConfig = dataclasses.field(default_factory=SelectConfig)
 
 
 def face_seed(crop_id: str, seed: int) -> int:
@@ -244,6 +255,15 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
 
     faces_dir, out_dir = Path(faces_dir), check_output_dir(out_dir, [faces_dir], "zssr")
     faces = read_faces(faces_dir)
+    n_manifest, skipped_g = len(faces), 0
+    if not cfg.select.generator_faces:
+        from survsr.pipelines.roles import ROLE_G, roles_of
+
+        roles = roles_of(faces, cfg.select.d_fraction, cfg.select.role_seed)
+        skipped_g = int((roles == ROLE_G).sum())
+        faces = faces[(roles != ROLE_G).to_numpy()].reset_index(drop=True)
+        log.info("zssr: %d of %d faces are the generator's set (role G) and stay LR, as in the paper "
+                 "(select.generator_faces=true runs them too)", skipped_g, n_manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
     chash = stage_hash(cfg)
     t0 = time.perf_counter()
@@ -289,7 +309,7 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
     seconds = time.perf_counter() - t0
     ran = int((results["status"] == "done").sum()) if len(results) else 0
     devices = sorted(set(manifest["device"])) if len(manifest) else []
-    summary = {"faces": len(faces), "done": len(manifest), "ran": ran, "resumed": len(done_before),
+    summary = {"faces": len(faces), "generator_faces_skipped": skipped_g, "done": len(manifest), "ran": ran, "resumed": len(done_before),
                "failed": failures, "seconds": round(seconds, 3),
                "faces_per_s": round(ran / seconds, 3) if ran and seconds > 0 else None,
                "config_hash": chash, "device": devices[0] if len(devices) == 1 else devices or device,

@@ -343,12 +343,13 @@ class Ingress:
 
         data, img = await self._read_image(request)
         out = await self.model.enhance_one.remote(img)
+        from dataclasses import replace
+
         from survsr.marking import mark_image
 
-        from survsr.enhance.frames import frame_marking
-
-        # over the picture when it fits, added below it for images too small to carry the band
-        marking = frame_marking(self._marking(label), out.shape[1], out.shape[0])
+        # an image: the band is added below it, so no pixel of the picture is covered (video frames,
+        # which must keep one size, are marked by survsr.enhance.frames.frame_marking instead)
+        marking = replace(self._marking(label), mode="extend")
         out = mark_image(out, marking)
         upload_sha = sha256_bytes(data)
         prov = await self._provenance("enhanced_image", upload_sha)

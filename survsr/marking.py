@@ -2,9 +2,12 @@
 
 Two independent marks:
 
-* a **visible label** ("AI-ENHANCED" by default) burned into the pixels on an opaque, contrasting band at
-  the top or bottom of the image or video frame. It is on by default for exports and can be switched off
-  (``MarkingConfig.enabled``), e.g. for images that feed metrics, where a band would bias PSNR/SSIM;
+* a **visible label** ("AI-ENHANCED" by default) on an opaque, contrasting band at the top or bottom of the
+  image or video frame. By default (``mode: extend``) the band is ADDED to the canvas, so every pixel of the
+  picture stays as the model made it (on a 64x64 face an overlaid band would hide the mouth and chin).
+  ``mode: overlay`` draws it over the picture instead (video frames tall enough for it, see
+  ``survsr.enhance.frames.frame_marking``). It is on by default for exports and can be switched off
+  (``MarkingConfig.enabled``);
 * **metadata**, which is always written whatever the visible label says: the provenance document's
   ``model_output`` flag plus a ``marking`` record, and for PNGs a plain-language ``Description`` text chunk
   and ``survsr:model_output = true``.
@@ -36,8 +39,9 @@ class MarkingConfig:
     enabled: bool = True
     text: str = DEFAULT_LABEL
     position: Literal["top", "bottom"] = "bottom"
-    # overlay: draw the band over the picture (size unchanged); extend: add the band above/below it.
-    mode: Literal["overlay", "extend"] = "overlay"
+    # extend: add the band above/below the picture (no picture pixel changes); overlay: draw it over the
+    # picture (size unchanged; covers part of it).
+    mode: Literal["overlay", "extend"] = "extend"
     band_color: tuple[int, ...] = (0, 0, 0)
     text_color: tuple[int, ...] = (255, 255, 255)
     band_frac: float = 0.07  # band height as a fraction of the image width

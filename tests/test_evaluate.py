@@ -406,3 +406,42 @@ def test_faces_detected_in_carphone_when_no_manifest_is_given(carphone):
         assert h == w >= 60 and f.face_id.startswith("carphone_pristine-f")
         x, y, s, _ = f.extra["box"]
         assert 20 <= x + s / 2 <= 150 and 10 <= y + s / 2 <= 130  # the caller's face, not a frame corner
+
+
+def test_named_generators_side_by_side_and_the_paper_table1_convention(stages, tmp_path):
+    """SRGAN-paper and SRGAN-distill as rows of the same tables (one evaluation, the same faces), and the
+    paper's Table I convention: scikit-image PSNR/SSIM on the full RGB image."""
+    import torch
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from survsr.models.export import save_generator
+    from survsr.models.srgan import Generator, GeneratorConfig
+    from survsr.pipelines.evaluate import run_evaluate
+    from survsr.pipelines.quality import MetricsConfig, score_pair
+
+    gens = {}
+    for i, name in enumerate(("paper", "distill")):
+        torch.manual_seed(i)
+        gens[name] = tmp_path / name / "generator.safetensors"
+        save_generator(Generator(GeneratorConfig(channels=8, n_blocks=1, global_skip="bicubic" if i else "none")),
+                       gens[name])
+    sets = ["pool.enabled=false", "zssr.enabled=false", "ground_truth.astronaut=false", "ground_truth.max_faces=2",
+            "real_footage.max_faces=1", "paper.max_faces=2", "metrics.convention=paper_table1"]
+    res = run_evaluate(tmp_path / "rep", faces=stages["faces"], zssr=stages["zssr"], generators=gens,
+                       overrides=sets)
+    gt = {(s["degradation"], s["method"]): s for s in res["protocols"]["ground_truth"]["summary"]}
+    for deg in ("bicubic", "surveillance"):
+        assert {"bicubic", "srgan-paper", "srgan-distill"} <= {m for d, m in gt if d == deg}
+        assert gt[(deg, "srgan-paper")]["psnr_rgb_mean"] != gt[(deg, "srgan-distill")]["psnr_rgb_mean"]
+    assert [s["method"] for s in res["protocols"]["paper"]["summary"]] == ["bicubic", "srgan-distill", "srgan-paper"]
+    assert res["methods"]["srgan-paper"]["available"] and res["methods"]["srgan-distill"]["available"]
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "SRGAN-paper" in page and "SRGAN-distill" in page and "paper_table1" in page
+    # the convention itself: no border crop, scikit-image's default SSIM, on the full RGB image
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
+    s = score_pair(a, b, scale=2, cfg=MetricsConfig(convention="paper_table1"))
+    assert s["psnr_rgb"] == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255))
+    assert s["ssim_rgb"] == pytest.approx(structural_similarity(a, b, channel_axis=2, data_range=255))
+    assert score_pair(a, b, scale=2)["psnr_rgb"] != pytest.approx(s["psnr_rgb"])  # default: border crop

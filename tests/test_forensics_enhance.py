@@ -132,7 +132,8 @@ def test_upscale_exports_verify_and_carry_the_label(tmp_path):
     assert [r.status for r in res] == [V.VERIFIED, V.VERIFIED], [p.describe() for r in res for p in r.problems]
     assert {r.source for r in res} == {str((inp / "face.png").resolve())}
     on, off = (np.asarray(Image.open(tmp_path / d / "face.png").convert("RGB")) for d in ("on", "off"))
-    assert on.shape == off.shape == (96, 96, 3)
+    assert off.shape == (96, 96, 3) and on.shape == (96 + M.band_height(96, M.MarkingConfig()), 96, 3)
+    assert np.array_equal(on[:96], off)  # the band is added below: the picture is exactly the unlabelled one
     assert M.label_present(on) and not M.label_present(off)
     for d in ("on", "off"):
         text = read_png_text(tmp_path / d / "face.png")

@@ -170,7 +170,8 @@ def test_plain_pipeline_matches_ray(ingested, inputs, tmp_path):
     ray_df = ray_df[ray_df.source_path == inputs["astro"]].reset_index(drop=True)
     assert len(plain) > 0
     # PNG bytes carry the code version (git describe), which may differ between the two runs: compare pixels
-    cols = [c for c in MANIFEST_COLUMNS if c not in ("split", "sha256", "native_sha256")]
+    # split and role are assigned over the whole manifest (here: one video vs several), not per video
+    cols = [c for c in MANIFEST_COLUMNS if c not in ("split", "role", "sha256", "native_sha256")]
     pd.testing.assert_frame_equal(plain[cols], ray_df[cols])
     for a, b in zip(plain["lr_path"], ray_df["lr_path"]):
         assert np.array_equal(np.asarray(Image.open(tmp_path / a)), np.asarray(Image.open(out / b)))
@@ -218,3 +219,22 @@ def test_moved_run_dir_still_resolves(ingested, tmp_path):
     shutil.copytree(out, moved)
     df = pd.read_parquet(moved / "faces.parquet")
     assert all((moved / p).is_file() for p in df["lr_path"]) and all((moved / p).is_file() for p in df["native_path"])
+
+
+def test_roles_d_g_70_30_by_track_and_written_by_assemble():
+    """The paper's D:G = 70:30 of the train faces, by track (survsr.pipelines.roles), in faces.parquet."""
+    from survsr.pipelines.roles import assign_roles, assign_track_roles
+
+    tracks = [f"vid{i // 4:02d}-t{i % 4:03d}" for i in range(40)]
+    roles = assign_track_roles(tracks)
+    assert sum(r == "D" for r in roles.values()) == 28 and sum(r == "G" for r in roles.values()) == 12
+    assert assign_track_roles(list(reversed(tracks))) == roles  # order-free
+    assert assign_track_roles(tracks, seed=1) != roles
+    df = pd.DataFrame({"crop_id": [f"c{i}" for i in range(12)],
+                       "track_id": ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["d"] * 3,
+                       "split": ["train"] * 9 + ["test"] * 3})
+    r = assign_roles(df)
+    assert list(r[9:]) == ["test"] * 3
+    by_track = df.assign(role=r)[:9].groupby("track_id")["role"].agg(set)
+    assert all(len(s) == 1 for s in by_track)  # a track is all D or all G: never on both sides
+    assert sorted(s.pop() for s in by_track) == ["D", "D", "G"]  # round(0.7 * 3) = 2 D tracks

@@ -21,14 +21,19 @@ def img():
 
 def test_label_present_by_default_and_absent_when_off(img):
     out = M.mark_image(img)
-    assert out.shape == img.shape and M.label_present(out)
+    bh = M.band_height(img.shape[1], M.MarkingConfig())
+    # default: the band is added below the picture; every picture pixel is left as it was
+    assert out.shape == (img.shape[0] + bh, img.shape[1], 3) and M.label_present(out)
+    assert np.array_equal(out[:img.shape[0]], img)
     assert not M.label_present(img)
     off = M.MarkingConfig(enabled=False)
     assert np.array_equal(M.mark_image(img, off), img)
     # The band is opaque with high-contrast text: both colours cover a real share of it.
-    bh = M.band_height(img.shape[1], M.MarkingConfig())
     band = out[-bh:]
     assert (band == 0).all(axis=2).mean() > 0.5 and (band.min(axis=2) > 200).sum() > 100
+    over = M.MarkingConfig(mode="overlay")  # opt-in: over the picture, size unchanged
+    out = M.mark_image(img, over)
+    assert out.shape == img.shape and M.label_present(out, over)
     assert np.array_equal(out[:-bh], img[:-bh])  # the rest of the picture is untouched
 
 
@@ -52,7 +57,7 @@ def test_small_face_and_tolerance():
     noisy = np.clip(out.astype(int) + np.random.default_rng(0).integers(-3, 4, out.shape), 0, 255).astype(np.uint8)
     assert not M.label_present(noisy) and M.label_present(noisy, tolerance=4.0)
     with pytest.raises(ValueError, match="too small"):
-        M.mark_image(np.zeros((8, 64, 3), np.uint8))
+        M.mark_image(np.zeros((8, 64, 3), np.uint8), M.MarkingConfig(mode="overlay"))
     assert M.label_present(M.mark_image(np.zeros((8, 64, 3), np.uint8), M.MarkingConfig(mode="extend")),
                            M.MarkingConfig(mode="extend"))
 

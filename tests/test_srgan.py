@@ -66,7 +66,7 @@ def test_stochastic_depth_skips_in_training_only():
 
 def test_stochastic_depth_eval_scales_residuals():
     torch.manual_seed(1)
-    g0 = Generator(GeneratorConfig(channels=8, n_blocks=2))
+    g0 = Generator(GeneratorConfig(channels=8, n_blocks=2, stochastic_depth=0.0))
     g1 = Generator(GeneratorConfig(channels=8, n_blocks=2, stochastic_depth=0.5))
     g1.load_state_dict(g0.state_dict())
     x = torch.rand(1, 3, 32, 32)
@@ -123,7 +123,7 @@ def test_losses():
     pair = sr.detach().clone()
     pair[1] = 1 - pair[1]  # sample 1 would have a large pixel error, but it has no pseudo-pair
     has = torch.tensor([True, False])
-    cfg = LossConfig(adversarial=1.0, content=1.0, pixel=1.0, lr_consistency=1.0)
+    cfg = LossConfig(adversarial=1.0, content=1.0, pixel=1.0, lr_consistency=1.0, content_mode="pseudo_pair")
     med, _ = build_mediator(MediatorConfig(weights="random", layer="VGG22"))
     total, parts = g_losses(cfg, sr, lr, torch.zeros(2), pair, has, med, scale=2)
     assert float(parts["g_pix"]) == 0.0 and float(parts["g_vgg"]) == 0.0  # masked to the paired sample
@@ -135,7 +135,7 @@ def test_losses():
     _, parts = g_losses(cfg, sr, lr, None, pair, torch.tensor([False, False]), med)
     assert set(parts) == {"g_lrc"}  # no pseudo-pair -> content and pixel terms are off
     # LR consistency is ~0 for an image whose downscale is the input
-    _, parts = g_losses(LossConfig(adversarial=0, content=0), pair, bicubic_down(pair, 2), None)
+    _, parts = g_losses(LossConfig(adversarial=0, content=0, lr_consistency=1.0), pair, bicubic_down(pair, 2), None)
     assert float(parts["g_lrc"]) < 1e-6
 
 
@@ -172,7 +172,7 @@ def test_step_updates_only_the_scheduled_network():
     D = Discriminator(DiscriminatorConfig(channels=8, dense=16))
     med, _ = build_mediator(MediatorConfig(weights="random", layer="VGG22"))
     step = SRGANStep(G, D, G, D, torch.optim.Adam(G.parameters(), 1e-3), torch.optim.Adam(D.parameters(), 1e-3),
-                     med, LossConfig(pixel=1.0), 2)
+                     med, LossConfig(pixel=1.0, lr_consistency=1.0, content_mode="pseudo_pair"), 2)
     real, lr, pair = torch.rand(4, 3, 64, 64), torch.rand(4, 3, 32, 32), torch.rand(4, 3, 64, 64)
     has = torch.tensor([True, True, False, True])
     snap = lambda m: [p.detach().clone() for p in m.parameters()]  # noqa: E731
@@ -208,3 +208,72 @@ def test_global_bicubic_skip_starts_at_bicubic_and_learns():
     assert not torch.equal(g.eval()(x), bic)
     with pytest.raises(ValueError, match="global_skip"):
         GeneratorConfig(global_skip="nearest").validate()
+
+
+def test_paper_generator_defaults_and_nearest_layer_order():
+    g = Generator()
+    assert g.cfg.stochastic_depth == 0.5 and g.cfg.global_skip == "none"
+    body = Generator(GeneratorConfig(channels=8, n_blocks=1, upsample="nearest")).upsample[0].body
+    assert [type(m).__name__ for m in body] == ["Conv2d", "Upsample", "PReLU"]  # conv + UpSampling2D + PReLU
+
+
+def test_block_skipping_redrawn_each_epoch_and_all_blocks_at_inference():
+    """The training loop draws the mask from seed*7919 + epoch: which blocks run changes from one epoch to
+    the next (same on every worker), and eval mode runs every block."""
+    g = Generator(GeneratorConfig(channels=8, n_blocks=16, stochastic_depth=0.5))
+    masks = [tuple(g.resample_depth(torch.Generator().manual_seed(0 * 7919 + epoch))) for epoch in range(6)]
+    assert len(set(masks)) == 6  # a new draw every epoch
+    assert all(0 < sum(m) < 16 for m in masks)
+    ran: list = []
+    for b in g.blocks:
+        b.register_forward_hook(lambda m, i, o: ran.append(m))
+    x = torch.rand(2, 3, 32, 32)
+    per_epoch = []
+    g.train()
+    for epoch in range(3):
+        mask = g.resample_depth(torch.Generator().manual_seed(epoch))
+        ran.clear()
+        g(x)
+        per_epoch.append({i for i, b in enumerate(g.blocks) if b in ran})
+        assert per_epoch[-1] == {i for i, skip in enumerate(mask) if not skip}
+    assert len({frozenset(s) for s in per_epoch}) == 3
+    g.eval()
+    ran.clear()
+    g(x)
+    assert len(ran) == 16
+
+
+def test_epoch_block_schedule():
+    from survsr.pipelines.train_srgan import LoopConfig, epoch_plan, locate, phase, total_steps
+
+    loop = LoopConfig(schedule="epoch_blocks", d_epochs=2, g_epochs=1, epochs=6)
+    spe = {"D": 7, "G": 3, "both": 3}
+    assert [epoch_plan(e, loop, spe) for e in range(6)] == [(7, "D"), (7, "D"), (3, "G")] * 2
+    assert total_steps(loop, spe) == 2 * (7 + 7 + 3)
+    assert locate(0, loop, spe) == (0, 0) and locate(13, loop, spe) == (1, 7) and locate(14, loop, spe) == (2, 14)
+    assert phase(0, loop, "D")[:2] == (True, False) and phase(15, loop, "G")[:2] == (False, True)
+    alt = LoopConfig(schedule="alternate", epochs=4)
+    assert epoch_plan(3, alt, spe) == (3, None) and total_steps(alt, spe) == 12
+
+
+def test_unpaired_mediator_loss():
+    from survsr.models.losses import unpaired_feature_loss
+
+    torch.manual_seed(0)
+    a = torch.randn(8, 16, 4, 4)
+    perm = a[torch.randperm(8)]  # the same faces in another order: same distribution, no pairing needed
+    assert float(unpaired_feature_loss(a, perm)) < 1e-10
+    assert float(unpaired_feature_loss(a, perm, "gram")) < 1e-10
+    shifted = a + 0.5
+    assert float(unpaired_feature_loss(a, shifted)) > 0.2
+    # in the paper's mode the mediator compares G's batch with D's real batch; a pseudo-pair is ignored
+    med, _ = build_mediator(MediatorConfig(weights="random", layer="VGG22"))
+    sr = torch.rand(4, 3, 64, 64, requires_grad=True)
+    real = torch.rand(4, 3, 64, 64)
+    total, parts = g_losses(LossConfig(), sr, torch.rand(4, 3, 32, 32), torch.zeros(4), pair=torch.rand(4, 3, 64, 64),
+                            has_pair=torch.ones(4, dtype=torch.bool), mediator=med, real=real)
+    assert set(parts) == {"g_adv", "g_vgg"}  # no pixel, no LR-consistency: the paper has no extra losses
+    total.backward()
+    assert torch.isfinite(sr.grad).all() and sr.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="pseudo_pair"):
+        LossConfig(pixel=1.0).validate()

@@ -18,16 +18,18 @@ from survsr.models.srgan import Generator, GeneratorConfig
 from survsr.pipelines.train_srgan import decode_rows, load_config, plan_data, resume_hash, run_train
 from survsr.provenance import write_parquet_atomic, write_png
 
-TINY = [
+TINY = [  # the paper's config (configs/srgan.yaml), tiny: epoch blocks of 1 D epoch + 1 G epoch
     "generator.channels=8", "generator.n_blocks=2", "discriminator.channels=8", "discriminator.dense=16",
     "mediator.layer=VGG22", "mediator.allow_fallback=true", "mediator.fallback=random",
-    "loss.pixel=1.0", "train.batch_size=4", "train.checkpoint_every=2", "train.log_every=1",
-    "train.schedule=alternate", "scaling.num_workers=2", "scaling.cpus_per_worker=1", "scaling.max_failures=1",
+    "train.batch_size=4", "train.checkpoint_every=2", "train.log_every=1",
+    "train.d_epochs=1", "train.g_epochs=1", "scaling.num_workers=2", "scaling.cpus_per_worker=1", "scaling.max_failures=1",
 ]
+DISTILL = ["loss.content_mode=pseudo_pair", "loss.pixel=1.0", "loss.lr_consistency=1.0", "train.schedule=alternate"]
 
 
 def make_manifests(root: Path, n_train: int = 24, n_test: int = 4) -> tuple[Path, Path]:
-    """Real faces (skimage lfw_subset) as 64x64 'ZSSR' outputs and their 32x32 bicubic downscales as LR."""
+    """Real faces (skimage lfw_subset) as 64x64 'ZSSR' outputs and their 32x32 bicubic downscales as LR;
+    two crops per track, ZSSR output for every face (what the distillation option needs)."""
     from skimage.data import lfw_subset
 
     faces_dir, zssr_dir = root / "faces", root / "zssr"
@@ -39,7 +41,7 @@ def make_manifests(root: Path, n_train: int = 24, n_test: int = 4) -> tuple[Path
         cid, split = f"toy{i:04d}-f000000-0", ("train" if i < n_train else "test")
         lr_rel, hr_rel = f"crops/lr/{cid}.png", f"hr/{cid}.png"
         rows.append({"crop_id": cid, "lr_path": lr_rel, "sha256": write_png(faces_dir / lr_rel, lr), "split": split,
-                     "lr_size": 32})
+                     "lr_size": 32, "track_id": f"toy-t{i // 2:03d}"})
         zrows.append({"crop_id": cid, "hr_path": hr_rel, "sha256": write_png(zssr_dir / hr_rel, hr), "split": split,
                       "lr_path": str(faces_dir / lr_rel), "iterations": 1})
     write_parquet_atomic(pd.DataFrame(rows), faces_dir / "faces.parquet")
@@ -56,18 +58,85 @@ def _log(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_plan_splits_train_faces_into_disjoint_halves(manifests):
+def test_plan_g_and_d_sets_disjoint_by_track_70_30(manifests):
     cfg = load_config(None, TINY)
     plan = plan_data(*manifests, cfg)
     hr_ids = {r["crop_id"] for r in plan["hr"]}
     lr_ids = {r["crop_id"] for r in plan["lr"]}
     assert hr_ids and lr_ids and not hr_ids & lr_ids and len(hr_ids | lr_ids) == 24
-    assert all(r["pair_path"] for r in plan["lr"])  # every G input has its ZSSR pseudo-pair
+    d_tracks = {r["track_id"] for r in plan["hr"]}
+    g_tracks = {r["track_id"] for r in plan["lr"]}
+    assert not d_tracks & g_tracks  # one person's faces never sit on both sides
+    assert (len(d_tracks), len(g_tracks)) == (8, 4)  # 12 train tracks, 70:30 -> round(8.4) = 8 : 4
+    assert not any(r["pair_path"] for r in plan["lr"])  # paper: G's faces carry no ZSSR output of themselves
     assert len(plan["heldout"]) == 4 and all(r["crop_id"].startswith("toy002") for r in plan["heldout"])
     again = plan_data(*manifests, cfg)
     assert [r["crop_id"] for r in again["hr"]] == sorted(hr_ids)  # deterministic
-    other = plan_data(*manifests, load_config(None, [*TINY, "data.split_seed=1"]))
+    other = plan_data(*manifests, load_config(None, [*TINY, "data.role_seed=1"]))
     assert {r["crop_id"] for r in other["hr"]} != hr_ids
+    # the distillation option: same sets, each G face paired with its own ZSSR output
+    distill = plan_data(*manifests, load_config(None, [*TINY, *DISTILL]))
+    assert {r["crop_id"] for r in distill["hr"]} == hr_ids and {r["crop_id"] for r in distill["lr"]} == lr_ids
+    assert all(Path(r["pair_path"]).stem == r["crop_id"] for r in distill["lr"])
+
+
+def test_plan_uses_the_ingest_role_column(manifests, tmp_path):
+    faces_dir, zssr_dir = manifests
+    df = pd.read_parquet(faces_dir / "faces.parquet")
+    df["role"] = ["D" if s == "train" and int(t[-3:]) < 3 else ("G" if s == "train" else "test")
+                  for s, t in zip(df["split"], df["track_id"])]
+    local = tmp_path / "faces"
+    local.mkdir()
+    (local / "crops").symlink_to(faces_dir / "crops")
+    write_parquet_atomic(df, local / "faces.parquet")
+    plan = plan_data(local, zssr_dir, load_config(None, TINY))
+    assert {r["track_id"] for r in plan["hr"]} == {"toy-t000", "toy-t001", "toy-t002"}
+    assert len(plan["lr"]) == 24 - 6
+
+
+def test_mediator_never_sees_a_g_faces_own_zssr_output(manifests):
+    """Paper mode, one real G step on the planned data: every image the mediator is shown is either a
+    generator output or a D face's ZSSR output; none is the ZSSR output of a G face (checked by crop id)."""
+    from survsr.models.losses import LossConfig
+    from survsr.models.srgan import Discriminator, DiscriminatorConfig
+    from survsr.pipelines.train_srgan import SRGANStep, _to_float
+
+    faces_dir, zssr_dir = manifests
+    cfg = load_config(None, TINY)
+    plan = plan_data(faces_dir, zssr_dir, cfg)
+
+    def decode(rows, size):
+        b = {k: np.array([r[k] for r in rows], dtype=object) for k in ("crop_id", "path", "sha256", "pair_path",
+                                                                       "pair_sha256")}
+        out = decode_rows(b, size, 64)
+        assert not any(out["error"])
+        return out
+
+    hr, lr = decode(plan["hr"], 64), decode(plan["lr"], 32)
+    zm = pd.read_parquet(zssr_dir / "zssr.parquet").set_index("crop_id")
+    g_zssr = {cid: np.asarray(Image.open(zssr_dir / zm.loc[cid, "hr_path"]).convert("RGB")) for cid in lr["crop_id"]}
+    d_zssr = {cid: img for cid, img in zip(hr["crop_id"], hr["img"])}
+
+    seen: list[torch.Tensor] = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return x.mean(1, keepdim=True)
+
+    G = Generator(GeneratorConfig(channels=8, n_blocks=2))
+    D = Discriminator(DiscriminatorConfig(channels=8, dense=16))
+    step = SRGANStep(G, D, G, D, torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters()), Spy(),
+                     LossConfig(), scale=2)
+    real = _to_float(torch.from_numpy(hr["img"][:4]))
+    x = _to_float(torch.from_numpy(lr["img"][:4]))
+    pair = _to_float(torch.from_numpy(np.stack([g_zssr[c] for c in lr["crop_id"][:4]])))  # must be ignored
+    parts = step(real, x, pair, torch.ones(4, dtype=torch.bool), do_d=False, do_g=True)
+    assert "g_vgg" in parts and seen
+    shown = [(im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for batch in seen for im in batch]
+    d_hits = {cid for im in shown for cid, z in d_zssr.items() if np.array_equal(im, z)}
+    g_hits = {cid for im in shown for cid, z in g_zssr.items() if np.array_equal(im, z)}
+    assert d_hits == set(hr["crop_id"][:4]) and not g_hits
 
 
 def test_decode_rows_reports_bad_files(manifests, tmp_path):
@@ -109,14 +178,17 @@ def test_train_two_workers_recover_resume_export(ray_session, manifests, tmp_pat
     log = _log(run)
     starts = [r for r in log if r["kind"] == "start"]
     assert [(s["step"], s["resumed"]) for s in starts] == [(0, False), (2, True)]  # crash at 3 -> resumed at 2
+    assert starts[0]["steps_per_epoch"] == {"D": 4, "G": 2, "both": 2}  # 16 D / 8 G faces, 2 workers x 2
     steps = [r for r in log if r["kind"] == "step"]
     assert [r["step"] for r in steps] == [1, 2, 3, 3, 4]  # step 3 ran before the crash and again after
-    for r in steps:
-        for k in ("d_loss", "g_loss", "g_adv", "g_lrc", "g_pix", "g_vgg", "d_real", "d_fake"):
+    for r in steps:  # epoch 0 is a D block: D alone, G frozen
+        assert r["phase"] == "D" and "g_loss" not in r
+        for k in ("d_loss", "d_real", "d_fake"):
             assert math.isfinite(r[k]), (k, r)
         assert 0.0 < r["d_real"] < 1.0
-    epochs = [r for r in log if r["kind"] == "epoch"]  # 24 faces / 2 halves / 2 workers / 2 per worker = 3 steps
-    assert epochs and "heldout_psnr_bicubic_vs_zssr" in epochs[0] and math.isfinite(epochs[0]["heldout_psnr_g_vs_zssr"])
+    epochs = [r for r in log if r["kind"] == "epoch"]
+    assert epochs and epochs[0]["block"] == "D" and epochs[0]["step"] == 4
+    assert "heldout_psnr_bicubic_vs_zssr" in epochs[0] and math.isfinite(epochs[0]["heldout_psnr_g_vs_zssr"])
     assert (run / "metrics.csv").read_text().count("\n") == len(epochs) + 1
 
     # export: reloads without pickle, same output as the final checkpoint's generator
@@ -136,8 +208,14 @@ def test_train_two_workers_recover_resume_export(ray_session, manifests, tmp_pat
     assert resume_hash(cfg2) == resume_hash(cfg)
     summary2 = run_train(faces_dir, zssr_dir, run, cfg2)
     assert summary2["final_step"] == 6
-    starts = [r for r in _log(run) if r["kind"] == "start"]
+    log = _log(run)
+    starts = [r for r in log if r["kind"] == "start"]
     assert (starts[-1]["step"], starts[-1]["resumed"]) == (4, True)
+    g_steps = [r for r in log if r["kind"] == "step" and r["step"] > 4]
+    assert [r["step"] for r in g_steps] == [5, 6]  # epoch 1 is a G block: G alone, D frozen, no extra losses
+    for r in g_steps:
+        assert r["phase"] == "G" and "d_loss" not in r and "g_lrc" not in r and "g_pix" not in r
+        assert all(math.isfinite(r[k]) for k in ("g_loss", "g_adv", "g_vgg"))
     assert [r["step"] for r in _log(run) if r["kind"] == "step"][-2:] == [5, 6]
     # and once more: already complete, nothing is retrained
     assert run_train(faces_dir, zssr_dir, run, cfg2)["generator"] == summary2["generator"]

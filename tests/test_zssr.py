@@ -241,8 +241,11 @@ def test_upscale_cli_keeps_stems_and_reports_bad_images(tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 3  # done with failures (survsr.cli.EXIT_PARTIAL)
     assert sorted(p.name for p in out.iterdir()) == ["cam1.png", "gray.png", "upscale.parquet"]
-    assert np.asarray(Image.open(out / "cam1.png")).shape == (40, 40, 3)
-    assert np.asarray(Image.open(out / "gray.png")).shape == (32, 24, 3)  # RGB: the AI-ENHANCED label
+    from survsr.marking import MarkingConfig, band_height
+
+    # the AI-ENHANCED band is added below the 2x picture (never over it); grey input becomes RGB
+    assert np.asarray(Image.open(out / "cam1.png")).shape == (40 + band_height(40, MarkingConfig()), 40, 3)
+    assert np.asarray(Image.open(out / "gray.png")).shape == (32 + band_height(24, MarkingConfig()), 24, 3)
     assert "deep.png" in text and "16-bit" in text and "dot.png" in text and "too small" in text
     assert "junk.png" in text and "not a readable image" in text
     assert '"kind": "zssr_upscale"' in read_png_text(out / "cam1.png")[PROVENANCE_KEY]

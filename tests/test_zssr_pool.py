@@ -15,7 +15,8 @@ from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file, write_
 
 TINY = ["zssr.max_iters=6", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.learning_rate_policy_check_every=3",
         "zssr.learning_rate_slope_range=6", "zssr.width=16", "zssr.depth=4", "zssr.back_projection_iters=2",
-        "zssr.output_flip=false", "zssr.device=cpu", "pool.num_gpus=0", "pool.batch_size=2", "pool.slots=2"]
+        "zssr.output_flip=false", "zssr.device=cpu", "pool.num_gpus=0", "pool.batch_size=2", "pool.slots=2",
+        "select.generator_faces=true"]  # the pool contract on every face; the paper's selection: see below
 
 
 def _faces_dir(root: Path, n: int = 3) -> Path:
@@ -108,3 +109,26 @@ def test_pool_cli_and_bad_manifests(tmp_path, ray_session, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["done"] == 1 and summary["failed"] == 0
     assert main(args + ["--set", "zssr.sacle=3"]) == 2  # config error names the key
+
+
+def test_paper_default_runs_zssr_only_on_the_discriminators_faces_and_the_test_split(tmp_path, ray_session):
+    """configs/zssr.yaml (the paper): the generator's faces (role G, by track) stay LR; D's faces and the
+    test split are super-resolved. An ingest-written role column is what decides."""
+    faces = _faces_dir(tmp_path / "faces", 6)
+    df = pd.read_parquet(faces / "faces.parquet")
+    df["track_id"] = ["t9", "t9", "t0", "t0", "t1", "t1"]
+    df["split"] = ["test", "test", "train", "train", "train", "train"]
+    df.to_parquet(faces / "faces.parquet")
+    tiny = [t for t in TINY if not t.startswith("select.")]
+    s = run_zssr(faces, tmp_path / "z", load_config("zssr.yaml", tiny))
+    from survsr.pipelines.roles import assign_roles
+
+    roles = dict(zip(df["crop_id"], assign_roles(df)))
+    assert sorted(roles.values()) == ["D", "D", "G", "G", "test", "test"]  # 2 train tracks: one each, by track
+    done = set(pd.read_parquet(tmp_path / "z" / "zssr.parquet")["crop_id"])
+    assert done == {c for c, r in roles.items() if r != "G"} and s["generator_faces_skipped"] == 2
+    # the ingest's own role column wins over re-deriving it
+    df["role"] = ["test", "test", "G", "G", "D", "D"]
+    df.to_parquet(faces / "faces.parquet")
+    run_zssr(faces, tmp_path / "z2", load_config("zssr.yaml", tiny))
+    assert set(pd.read_parquet(tmp_path / "z2" / "zssr.parquet")["crop_id"]) == set(df["crop_id"][[0, 1, 4, 5]])
