@@ -52,7 +52,8 @@ def bench_step(args) -> list[dict]:
 
     from survsr.models.mediator import MediatorConfig, build_mediator
     from survsr.models.srgan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
-    from survsr.pipelines.train_srgan import LossConfig, SRGANStep
+    from survsr.models.losses import LossConfig
+    from survsr.pipelines.srgan_loop import SRGANStep
 
     device = _device(args.device)
     torch.manual_seed(0)

@@ -154,7 +154,8 @@ def test_export_roundtrip_identical_output(tmp_path):
 
 
 def test_update_schedules():
-    from survsr.pipelines.train_srgan import LoopConfig, phase
+    from survsr.pipelines.srgan_config import LoopConfig
+    from survsr.pipelines.srgan_loop import phase
 
     k3 = LoopConfig(schedule="k_step", k=3, pretrain_steps=2)
     assert [phase(s, k3)[:2] for s in range(10)] == [(False, True)] * 2 + [(True, False)] * 3 + \
@@ -165,7 +166,7 @@ def test_update_schedules():
 
 def test_step_updates_only_the_scheduled_network():
     from survsr.models.mediator import MediatorConfig, build_mediator
-    from survsr.pipelines.train_srgan import SRGANStep
+    from survsr.pipelines.srgan_loop import SRGANStep
 
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(channels=8, n_blocks=2))
@@ -244,7 +245,8 @@ def test_block_skipping_redrawn_each_epoch_and_all_blocks_at_inference():
 
 
 def test_epoch_block_schedule():
-    from survsr.pipelines.train_srgan import LoopConfig, epoch_plan, locate, phase, total_steps
+    from survsr.pipelines.srgan_config import LoopConfig
+    from survsr.pipelines.srgan_loop import epoch_plan, locate, phase, total_steps
 
     loop = LoopConfig(schedule="epoch_blocks", d_epochs=2, g_epochs=1, epochs=6)
     spe = {"D": 7, "G": 3, "both": 3}

@@ -15,7 +15,9 @@ from PIL import Image
 
 from survsr.models.export import load_generator, read_metadata
 from survsr.models.srgan import Generator, GeneratorConfig
-from survsr.pipelines.train_srgan import decode_rows, load_config, plan_data, resume_hash, run_train
+from survsr.pipelines.srgan_config import load_config, resume_hash
+from survsr.pipelines.srgan_data import decode_rows, plan_data
+from survsr.pipelines.train_srgan import run_train
 from survsr.provenance import write_parquet_atomic, write_png
 
 TINY = [  # the paper's config (configs/srgan.yaml), tiny: epoch blocks of 1 D epoch + 1 G epoch
@@ -99,7 +101,7 @@ def test_mediator_never_sees_a_g_faces_own_zssr_output(manifests):
     generator output or a D face's ZSSR output; none is the ZSSR output of a G face (checked by crop id)."""
     from survsr.models.losses import LossConfig
     from survsr.models.srgan import Discriminator, DiscriminatorConfig
-    from survsr.pipelines.train_srgan import SRGANStep, _to_float
+    from survsr.pipelines.srgan_loop import SRGANStep, _to_float
 
     faces_dir, zssr_dir = manifests
     cfg = load_config(None, TINY)
