@@ -9,7 +9,7 @@
    no-reference sharpness figure.
 
 ``run_evaluate`` is the plain function (the demo calls it); the per-face work runs on a Ray Data actor pool
-(``survsr.pipelines.eval_enhance``), or in-process with ``ray.enabled: false``. A stage whose inputs are missing is
+(``survsr.pipelines.eval_enhance``), or in-process with ``pool.enabled: false``. A stage whose inputs are missing is
 reported on the page, never a crash; bad inputs are skipped and listed, or (an empty folder, a missing
 manifest) are errors naming the input.
 """
@@ -17,176 +17,23 @@ manifest) are errors naming the input.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from survsr.pipelines.eval_enhance import METHODS, is_srgan, load_zssr_config, method_order, run_local, run_ray
-from survsr.pipelines.eval_faces import (
-    DegradationConfig,
-    EvaluateError,
-    Face,
-    astronaut_face,
-    carphone,
-    degrade,
-    detect_video_faces,
-    folder_faces,
-    manifest_faces,
-    read_manifest,
-    resize,
-    resolve,
-    select_split,
-    square_hr,
-    stable_seed,
-)
-from survsr.pipelines.quality import MetricError, MetricsConfig, decode_png, read_rgb, sharpness
-from survsr.config import config_hash, load, to_dict
+from survsr.pipelines.eval_enhance import load_zssr_config, method_order, run_local, run_ray
+from survsr.pipelines.eval_faces import EvaluateError
+from survsr.config import config_hash, to_dict
 from survsr.ray_utils import use_address
 from survsr.stage import Stage
-from survsr.provenance import (
-    append_audit,
-    atomic_write,
-    atomic_write_json,
-    encode_png,
-    sha256_file,
-    stage_record,
-)
+from survsr.provenance import append_audit, atomic_write_json, sha256_file, stage_record
+from survsr.pipelines.eval_config import EvaluateConfig, identity, load_config
+from survsr.pipelines.eval_plan import Plan, plan_ground_truth, plan_paper, plan_real, zssr_manifest
+from survsr.pipelines.eval_tables import ROW_FIELDS, build_grids, json_safe, mark_best, summarize, write_csv
 
 log = logging.getLogger(__name__)
-
-METRIC_COLUMNS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
-SPLITS = ("test", "train", "all")
-
-
-# ---------------------------------------------------------------- config
-
-
-@dataclass
-class ZSSREvalConfig:
-    enabled: bool = True
-    config: str | None = None  # ZSSR yaml (path or name in configs/); null = configs/zssr.yaml
-    set: list[str] = field(default_factory=list)  # overrides of that config, e.g. a small iteration budget
-    seed: int = 0
-
-
-@dataclass
-class PoolConfig:
-    enabled: bool = True  # false: the same work in this process (no Ray)
-    actors: int = 2
-    batch_size: int = 2  # faces per batch; small because one ZSSR face costs seconds on CPU
-
-
-@dataclass
-class PaperConfig:
-    enabled: bool = True
-    split: str = "test"
-    fallback_to_all: bool = True  # an empty test split -> all faces, said on the page
-    max_faces: int = 1000
-    bicubic_baseline: bool = True  # also score bicubic vs ZSSR: how much agreement comes for free
-
-    def validate(self) -> None:
-        if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-
-
-def _check_split_and_methods(split: str, methods: list[str]) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown methods {bad} (known: {list(METHODS)})")
-
-
-def _default_degradations() -> list[DegradationConfig]:
-    return [DegradationConfig(name="bicubic"),
-            DegradationConfig(name="surveillance", blur_sigma=0.8, noise_sigma=4.0, jpeg_quality=40)]
-
-
-@dataclass
-class GroundTruthConfig:
-    enabled: bool = True
-    hr_size: int = 64  # HR faces are centre-squared and resized to this; LR = hr_size / scale
-    min_native: int = 40  # native crops smaller than this are not used as ground truth
-    split: str = "test"
-    fallback_to_all: bool = True
-    max_faces: int = 12  # per source (video or folder), evenly spread over it
-    sources: list[str] = field(default_factory=lambda: ["*"])  # fnmatch on the manifest's source_path
-    exclude_sources: list[str] = field(default_factory=lambda: ["*distorted*"])  # not ground-truth quality
-    carphone: bool = True  # without --faces: detect faces in carphone pristine
-    carphone_stride: int = 10
-    astronaut: bool = True
-    degradations: list[DegradationConfig] = field(default_factory=_default_degradations)
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-
-    def validate(self) -> None:
-        _check_split_and_methods(self.split, self.methods)
-        names = [d.name for d in self.degradations]
-        if len(set(names)) != len(names):
-            raise ValueError(f"degradation names must be unique, got {names}")
-        if self.hr_size < 16:
-            raise ValueError(f"hr_size must be >= 16, got {self.hr_size}")
-
-
-@dataclass
-class RealFootageConfig:
-    enabled: bool = True
-    split: str = "test"
-    fallback_to_all: bool = True
-    max_faces: int = 4  # per source video / folder
-    sources: list[str] = field(default_factory=lambda: ["*"])
-    exclude_sources: list[str] = field(default_factory=list)
-    carphone: bool = True  # without --faces: detect faces in carphone distorted
-    carphone_stride: int = 10
-    lr_size: int = 32  # detected native crops are resized to this, as ingest does
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-
-    def validate(self) -> None:
-        _check_split_and_methods(self.split, self.methods)
-
-
-@dataclass
-class ReportConfig:
-    title: str = "survsr evaluation report"
-    grid_faces: int = 4  # faces shown per grid
-    display_px: int = 128  # on-page size of each 64x64 tile (pixelated, no smoothing)
-    label: bool = True  # AI-ENHANCED band (survsr.marking) on the ZSSR/SRGAN tiles: they are model output
-
-
-@dataclass
-class EvaluateConfig:
-    scale: int = 2
-    seed: int = 0
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    zssr: ZSSREvalConfig = field(default_factory=ZSSREvalConfig)
-    pool: PoolConfig = field(default_factory=PoolConfig)
-    paper: PaperConfig = field(default_factory=PaperConfig)
-    ground_truth: GroundTruthConfig = field(default_factory=GroundTruthConfig)
-    real_footage: RealFootageConfig = field(default_factory=RealFootageConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
-
-    def validate(self) -> None:
-        if self.scale < 2:
-            raise ValueError(f"scale must be >= 2, got {self.scale}")
-        if self.ground_truth.hr_size % self.scale:
-            raise ValueError(f"ground_truth.hr_size {self.ground_truth.hr_size} is not a multiple of "
-                             f"scale {self.scale}")
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> EvaluateConfig:
-    return load(EvaluateConfig, path, list(overrides), default_name="evaluate.yaml")
-
-
-def identity(cfg: EvaluateConfig) -> str:
-    """The stage's identity: every setting but the actor pool (it keys the report and the pipeline marker)."""
-    return config_hash({k: v for k, v in to_dict(cfg).items() if k != "pool"})
 
 
 # ---------------------------------------------------------------- methods available
@@ -227,357 +74,6 @@ def _zssr_status(cfg: EvaluateConfig) -> dict[str, Any]:
     zcfg = load_zssr_config(cfg.zssr.config, list(cfg.zssr.set), cfg.scale)
     return {"available": True, "config": to_dict(zcfg), "config_hash": config_hash(zcfg),
             "overrides": list(cfg.zssr.set), "seed": cfg.zssr.seed}
-
-
-# ---------------------------------------------------------------- items
-
-
-def _item(protocol: str, face_id: str, degradation: str, lr: np.ndarray, ref: np.ndarray | None,
-          methods: list[str], seed: int, pre_zssr: bytes | None = None) -> dict[str, Any]:
-    key = "/".join(p for p in (protocol, degradation, face_id) if p)
-    return {"key": key, "protocol": protocol, "face_id": face_id, "degradation": degradation,
-            "lr_png": encode_png(lr), "ref_png": encode_png(ref) if ref is not None else None,
-            "methods": ",".join(methods), "pre_zssr_png": pre_zssr, "seed": seed}
-
-
-@dataclass
-class Plan:
-    items: list[dict] = field(default_factory=list)
-    faces: dict[str, dict] = field(default_factory=dict)  # key -> face info for rows and grids
-    protocols: dict[str, dict] = field(default_factory=dict)
-    inputs: list[dict] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)
-
-    def add_input(self, role: str, path: str, sha: str) -> None:
-        if not any(i["path"] == path and i["sha256"] == sha for i in self.inputs):
-            self.inputs.append({"role": role, "path": path, "sha256": sha})
-
-
-def _zssr_manifest(zssr_dir: Path, plan: Plan):
-    manifest = zssr_dir / "zssr.parquet"
-    df = read_manifest(manifest, "ZSSR")
-    missing = {"crop_id", "hr_path"} - set(df.columns)
-    if missing:
-        raise EvaluateError(f"{manifest}: missing columns {sorted(missing)}")
-    plan.add_input("zssr manifest", str(manifest), sha256_file(manifest))
-    return df
-
-
-def _expand(methods: list[str], available: dict) -> list[str]:
-    """"srgan" in a methods list stands for every generator given: the --generator one and the named ones
-    (srgan-paper, srgan-distill, ...)."""
-    out: list[str] = []
-    for m in methods:
-        named = available.get("srgan_named") or []
-        if m == "srgan" and named:
-            out += (["srgan"] if available.get("srgan") else []) + list(named)
-        else:
-            out.append(m)
-    return out
-
-
-def _plan_paper(cfg: EvaluateConfig, plan: Plan, faces_dir: Path | None, zssr_df, zssr_dir: Path | None,
-                srgan: dict, named: dict[str, dict] | None = None) -> None:
-    p = {"title": "Protocol 1 - paper (Table I): SRGAN vs ZSSR synthetic HR", "notes": []}
-    plan.protocols["paper"] = p
-    if not cfg.paper.enabled:
-        p.update(status="disabled", reason="paper.enabled: false")
-        return
-    if zssr_df is None:
-        p.update(status="missing", reason="no ZSSR output given (--zssr DIR): there is no synthetic HR to "
-                                          "compare the generator with")
-        return
-    named = {m: st for m, st in (named or {}).items() if st["available"]}
-    methods = (["srgan"] if srgan["available"] else []) + list(named) + \
-        (["bicubic"] if cfg.paper.bicubic_baseline else [])
-    if not srgan["available"] and not named:
-        p["notes"].append(f"SRGAN not available: {srgan['reason']}")
-    if not methods:
-        p.update(status="missing", reason="no method to score (SRGAN not available, bicubic baseline off)")
-        return
-    df = select_split(zssr_df, cfg.paper.split, cfg.paper.fallback_to_all, "paper protocol", p["notes"])
-    df = df.sort_values("crop_id")
-    n = 0
-    for row in df.to_dict("records"):
-        if n >= cfg.paper.max_faces:
-            break
-        hr_path = resolve(zssr_dir, str(row["hr_path"]))
-        lr_raw = row.get("lr_path")
-        if lr_raw is None or (isinstance(lr_raw, float) and math.isnan(lr_raw)):
-            plan.skipped.append({"input": str(hr_path), "reason": "zssr.parquet row has no lr_path"})
-            continue
-        # lr_path is copied through from the ingest manifest: absolute, or relative to the ingest dir.
-        bases = [b for b in (faces_dir, zssr_dir) if b is not None]
-        cands = [resolve(b, str(lr_raw)) for b in bases] if not Path(str(lr_raw)).is_absolute() else [Path(lr_raw)]
-        lr_path = next((c for c in cands if c.is_file()), cands[0])
-        try:
-            lr, hr = read_rgb(lr_path), read_rgb(hr_path)
-        except MetricError as exc:
-            plan.skipped.append({"input": str(exc).split(":")[0], "reason": str(exc)})
-            continue
-        if hr.shape[:2] != (lr.shape[0] * cfg.scale, lr.shape[1] * cfg.scale):
-            plan.skipped.append({"input": str(hr_path), "reason": f"ZSSR output {hr.shape[1]}x{hr.shape[0]} "
-                                 f"is not x{cfg.scale} of its LR {lr.shape[1]}x{lr.shape[0]} ({lr_path})"})
-            continue
-        fid = str(row["crop_id"])
-        item = _item("paper", fid, "", lr, hr, methods, stable_seed(cfg.seed, fid))
-        plan.items.append(item)
-        plan.faces[item["key"]] = {"source": "ZSSR output", "sha256": str(row.get("sha256", "")),
-                                   "split": str(row.get("split", "")), "path": str(hr_path),
-                                   "lr_path": str(lr_path)}
-        n += 1
-    p.update(status="ok" if n else "empty", n_faces=n,
-             reason="" if n else "no usable face in the ZSSR output (see skipped inputs)")
-
-
-def _plan_ground_truth(cfg: EvaluateConfig, plan: Plan, faces_dir: Path | None, faces_hr: list[Path],
-                       available: dict[str, bool]) -> None:
-    g = cfg.ground_truth
-    p = {"title": "Protocol 2 - ground truth: real HR faces, degraded, super-resolved, scored against the HR",
-         "notes": []}
-    plan.protocols["ground_truth"] = p
-    if not g.enabled:
-        p.update(status="disabled", reason="ground_truth.enabled: false")
-        return
-    faces: list[Face] = []
-    if faces_dir is not None:
-        faces += manifest_faces(faces_dir, column="native_path", split=g.split, fallback_to_all=g.fallback_to_all,
-                                include=g.sources, exclude=g.exclude_sources, max_faces=g.max_faces,
-                                min_side=g.min_native, label="ingest", notes=p["notes"], skipped=plan.skipped)
-    elif g.carphone:
-        video = carphone("pristine")
-        if video is None:
-            p["notes"].append("carphone clip not installed; no carphone faces")
-        else:
-            plan.add_input("video", str(video), sha256_file(video))
-            faces += detect_video_faces(video, label="carphone pristine", stride=g.carphone_stride,
-                                        max_faces=g.max_faces, notes=p["notes"])
-    if g.astronaut:
-        faces.append(astronaut_face())
-    for folder in faces_hr:
-        for f in folder_faces(folder, label="HR folder", max_faces=g.max_faces, skipped=plan.skipped):
-            if min(f.image.shape[:2]) < g.min_native:
-                plan.skipped.append({"input": f.path, "reason": f"{f.image.shape[1]}x{f.image.shape[0]} is smaller "
-                                     f"than ground_truth.min_native={g.min_native} px (too small for an HR face)"})
-            else:
-                faces.append(f)
-    methods = [m for m in _expand(g.methods, available) if available.get(m, True)]
-    for m in g.methods:
-        if not available.get(m, True):
-            p["notes"].append(f"{m}: not available ({available.get(m + '_reason', '')})")
-    for face in faces:
-        plan.add_input(face.source, face.path, face.sha256)
-        hr = square_hr(face.image, g.hr_size)
-        for deg in g.degradations:
-            seed = stable_seed(cfg.seed, f"{deg.name}/{face.face_id}")
-            lr = degrade(hr, cfg.scale, deg, seed)
-            item = _item("ground_truth", face.face_id, deg.name, lr, hr, methods, seed)
-            plan.items.append(item)
-            plan.faces[item["key"]] = {"source": face.source, "sha256": face.sha256, "split": face.split,
-                                       "path": face.path, "native": f"{face.image.shape[1]}x{face.image.shape[0]}"}
-    p.update(status="ok" if faces else "empty", n_faces=len(faces),
-             reason="" if faces else "no HR face found (give --faces DIR or --faces-hr DIR)",
-             degradations=[to_dict(d) for d in g.degradations])
-
-
-def _plan_real(cfg: EvaluateConfig, plan: Plan, faces_dir: Path | None, faces_lr: list[Path], zssr_df,
-               zssr_dir: Path | None, available: dict[str, bool]) -> None:
-    r = cfg.real_footage
-    p = {"title": "Protocol 3 - real footage (Table II): native LR faces, no HR", "notes": []}
-    plan.protocols["real_footage"] = p
-    if not r.enabled:
-        p.update(status="disabled", reason="real_footage.enabled: false")
-        return
-    faces: list[Face] = []
-    if faces_dir is not None:
-        faces += manifest_faces(faces_dir, column="lr_path", split=r.split, fallback_to_all=r.fallback_to_all,
-                                include=r.sources, exclude=r.exclude_sources, max_faces=r.max_faces,
-                                min_side=4, label="ingest", notes=p["notes"], skipped=plan.skipped)
-    elif r.carphone:
-        video = carphone("distorted")
-        if video is None:
-            p["notes"].append("carphone clip not installed; no carphone faces")
-        else:
-            plan.add_input("video", str(video), sha256_file(video))
-            for f in detect_video_faces(video, label="carphone distorted", stride=r.carphone_stride,
-                                        max_faces=r.max_faces, notes=p["notes"]):
-                f.image = resize(f.image, (r.lr_size, r.lr_size), "area")
-                faces.append(f)
-    for folder in faces_lr:
-        faces += folder_faces(folder, label="LR folder", max_faces=r.max_faces, skipped=plan.skipped)
-    methods = [m for m in _expand(r.methods, available) if available.get(m, True)]
-    for m in r.methods:
-        if not available.get(m, True):
-            p["notes"].append(f"{m}: not available ({available.get(m + '_reason', '')})")
-    pre: dict[str, bytes] = {}
-    if zssr_df is not None and "zssr" in methods:
-        for row in zssr_df.to_dict("records"):
-            path = resolve(zssr_dir, str(row["hr_path"]))
-            if path.is_file():
-                pre[str(row["crop_id"])] = path.read_bytes()
-    n_pre = 0
-    for face in faces:
-        plan.add_input(face.source, face.path, face.sha256)
-        pz = pre.get(face.face_id)
-        n_pre += pz is not None
-        item = _item("real_footage", face.face_id, "", face.image, None, methods,
-                     stable_seed(cfg.seed, face.face_id), pz)
-        plan.items.append(item)
-        plan.faces[item["key"]] = {"source": face.source, "sha256": face.sha256, "split": face.split,
-                                   "path": face.path}
-    if n_pre:
-        p["notes"].append(f"ZSSR column: {n_pre} face(s) reuse the ZSSR stage's output (zssr.parquet)")
-    p.update(status="ok" if faces else "empty", n_faces=len(faces),
-             reason="" if faces else "no native LR face found (give --faces DIR or --faces-lr DIR)")
-
-
-# ---------------------------------------------------------------- aggregation
-
-
-def _finite(values) -> list[float]:
-    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))
-            and math.isfinite(float(v))]
-
-
-def summarize(rows: list[dict], group: tuple[str, ...]) -> list[dict]:
-    """Mean and std (population) of each metric per group; infinite PSNR (identical images) is counted in
-    ``n_identical`` and left out of the mean, which would otherwise be infinite."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(tuple(r[g] for g in group), []).append(r)
-    def order(key: tuple) -> tuple:
-        return tuple(method_order(v) if g == "method" else (99, str(v)) for g, v in zip(group, key))
-
-    out = []
-    for key in sorted(groups, key=order):
-        rs = groups[key]
-        ok = [r for r in rs if not r.get("error")]
-        s: dict[str, Any] = dict(zip(group, key))
-        s.update(n=len(ok), n_errors=len(rs) - len(ok), n_identical=sum(bool(r.get("identical")) for r in ok))
-        for col in METRIC_COLUMNS + ("sharpness",):
-            vals = _finite(r.get(col) for r in ok)
-            s[f"{col}_mean"] = float(np.mean(vals)) if vals else None
-            s[f"{col}_std"] = float(np.std(vals)) if vals else None
-        out.append(s)
-    return out
-
-
-def mark_best(summary: list[dict], by: str | None) -> None:
-    """Mark, within each ``by`` group (a degradation), the method with the highest mean per metric."""
-    groups: dict[Any, list[dict]] = {}
-    for s in summary:
-        groups.setdefault(s.get(by) if by else None, []).append(s)
-    for rows in groups.values():
-        for r in rows:
-            r.setdefault("best", [])
-        for col in METRIC_COLUMNS:
-            vals = [(r[f"{col}_mean"], r) for r in rows if r.get(f"{col}_mean") is not None]
-            if len(vals) < 2:
-                continue
-            top = max(v for v, _ in vals)
-            for v, r in vals:
-                if math.isclose(v, top, rel_tol=0, abs_tol=1e-12):
-                    r["best"].append(col)
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float):
-        return None if (math.isnan(v) or math.isinf(v)) else v
-    if isinstance(v, (np.floating,)):
-        return _json_safe(float(v))
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return v
-
-
-ROW_FIELDS = ["protocol", "degradation", "face_id", "method", "source", "split", "input_sha256", "psnr_y",
-              "ssim_y", "psnr_rgb", "ssim_rgb", "identical", "sharpness", "seconds", "error"]
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=ROW_FIELDS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None or (isinstance(r.get(k), float) and math.isnan(r[k]))
-                        else r.get(k)) for k in ROW_FIELDS})
-    atomic_write(path, buf.getvalue())
-
-
-# ---------------------------------------------------------------- grids
-
-
-def _grids(plan: Plan, rows_by_key: dict[str, dict[str, dict]], cfg: EvaluateConfig) -> dict[str, list[dict]]:
-    """Per protocol, up to ``report.grid_faces`` faces, each a list of (title, png, caption) tiles."""
-    items = {it["key"]: it for it in plan.items}
-    out: dict[str, list[dict]] = {}
-    per_group: dict[tuple, int] = {}
-    for key in sorted(items):
-        it = items[key]
-        proto = it["protocol"]
-        gkey = (proto, it["degradation"])
-        if per_group.get(gkey, 0) >= cfg.report.grid_faces:
-            continue
-        per_group[gkey] = per_group.get(gkey, 0) + 1
-        methods = rows_by_key.get(key, {})
-        tiles = []
-        if proto == "ground_truth":
-            tiles.append({"title": "HR (truth)", "png": it["ref_png"], "caption": plan.faces[key].get("native", "")
-                          and f"native {plan.faces[key]['native']}"})
-        lr = decode_png(it["lr_png"])
-        tiles.append({"title": f"LR {lr.shape[1]}x{lr.shape[0]}", "png": it["lr_png"],
-                      "caption": f"sharp {sharpness(lr):.0f} (LR size)" if proto == "real_footage" else
-                      (it["degradation"] or "input")})
-        order = ["nearest", "bicubic", "zssr", "srgan"]
-        named_here = sorted({m for m in methods if m.startswith("srgan-")})
-        if named_here:
-            order = order[:3] + ([] if "srgan" not in methods else ["srgan"]) + named_here
-        for m in order:
-            r = methods.get(m)
-            title = {"nearest": "nearest (zoomed LR)", "bicubic": "bicubic", "zssr": "ZSSR",
-                     "srgan": "SRGAN"}.get(m) or "SRGAN-" + m[len("srgan-"):]
-            if r is None:
-                if proto == "paper" and m == "zssr":
-                    continue
-                if proto == "paper" and m == "nearest":
-                    continue
-                tiles.append({"title": title, "png": None, "caption": "not available"})
-                continue
-            if r.get("error"):
-                tiles.append({"title": title, "png": None, "caption": "failed: " + str(r["error"])[:80]})
-                continue
-            if proto == "real_footage":
-                cap = f"sharp {r['sharpness']:.0f}"
-            else:
-                cap = _fmt_psnr(r.get("psnr_y")) + f" dB / {r['ssim_y']:.3f}"
-            png = r["sr_png"]
-            if cfg.report.label and (m == "zssr" or is_srgan(m)) and png is not None:
-                from survsr.marking import mark_image
-
-                png = encode_png(mark_image(decode_png(png)))  # metrics used the unmarked pixels
-            tiles.append({"title": title, "png": png, "caption": cap})
-        if proto == "paper":
-            ref = it["ref_png"]
-            if cfg.report.label:  # the synthetic HR is ZSSR output too
-                from survsr.marking import mark_image
-
-                ref = encode_png(mark_image(decode_png(ref)))
-            tiles.append({"title": "ZSSR (reference)", "png": ref, "caption": "synthetic HR"})
-        out.setdefault(proto, []).append({"face_id": it["face_id"], "degradation": it["degradation"],
-                                          "source": plan.faces[key].get("source", ""), "tiles": tiles})
-    return out
-
-
-def _fmt_psnr(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return "inf" if math.isinf(v) else f"{v:.2f}"
 
 
 # ---------------------------------------------------------------- main entry
@@ -640,11 +136,11 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
     for m, st in named.items():
         if st["available"]:
             plan.add_input(f"generator {m}", st["path"], st["sha256"])
-    zssr_df = _zssr_manifest(zssr_dir, plan) if zssr_dir is not None else None
+    zssr_df = zssr_manifest(zssr_dir, plan) if zssr_dir is not None else None
 
-    _plan_paper(cfg, plan, faces_dir, zssr_df, zssr_dir, srgan, named)
-    _plan_ground_truth(cfg, plan, faces_dir, faces_hr, available)
-    _plan_real(cfg, plan, faces_dir, faces_lr, zssr_df, zssr_dir, available)
+    plan_paper(cfg, plan, faces_dir, zssr_df, zssr_dir, srgan, named)
+    plan_ground_truth(cfg, plan, faces_dir, faces_hr, available)
+    plan_real(cfg, plan, faces_dir, faces_lr, zssr_df, zssr_dir, available)
 
     enh_kwargs = dict(scale=cfg.scale, generator=srgan.get("path") if srgan["available"] else None,
                       generators={m: st["path"] for m, st in named.items() if st["available"]},
@@ -705,10 +201,10 @@ def run_evaluate(out: str | Path, *, faces: str | Path | None = None, zssr: str 
         "provenance": record,
         "report": "index.html",
     }
-    result = _json_safe(result)
-    _write_csv(out / "metrics.csv", rows)
+    result = json_safe(result)
+    write_csv(out / "metrics.csv", rows)
     atomic_write_json(out / "metrics.json", result)
-    grids = _grids(plan, rows_by_key, cfg)
+    grids = build_grids(plan, rows_by_key, cfg)
     curves = report_mod.training_curves_png(Path(srgan_meta["train_log"])) if srgan_meta.get("train_log") else None
     page = report_mod.write_report(out, result, grids, curves, cfg.report)
     _write_report_sidecars(out, plan.inputs, record)
