@@ -49,8 +49,10 @@ def read_image_uint8(path: str | Path) -> np.ndarray:
 
 
 def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "zssr", scale: float = 2.0,
-                  cfg=None, seed: int = 0, label: bool = True) -> dict:
-    """Upscale each file into ``out_dir/<stem>.png``; returns {"written": [...], "failed": [{path, error}]}."""
+                  cfg=None, seed: int = 0, label: bool = True, warm_start=None) -> dict:
+    """Upscale each file into ``out_dir/<stem>.png``; returns {"written": [...], "failed": [{path, error}]}.
+    ``warm_start`` (a ``WarmStartConfig`` with ``enabled``): ZSSR first learns one init from the given images'
+    internal pairs (theirs only), then each image fine-tunes from it."""
     from survsr.models.zssr import ZSSR, ZSSRConfig, bicubic_upscale
     import dataclasses
 
@@ -59,7 +61,10 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = ZSSR(cfg) if method == "zssr" else None
-    chash = config_hash({"method": method, "zssr": dataclasses.asdict(cfg) if engine else None, "scale": scale})
+    warm = engine is not None and warm_start is not None and warm_start.enabled
+    chash = config_hash({"method": method, "zssr": dataclasses.asdict(cfg) if engine else None, "scale": scale}
+                        | ({"warm_start": dataclasses.asdict(warm_start)} if warm else {}))
+    init, init_sha = (_warm_init(paths, cfg, warm_start) if warm else (None, None))
     stems: dict[str, Path] = {}
     written, failed = [], []
     for p in map(Path, paths):
@@ -72,7 +77,7 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
         try:
             img = read_image_uint8(p)
             if engine is not None:
-                out, info = engine.run(img, seed=seed, name=str(p))
+                out, info = engine.run(img, seed=seed, name=str(p), init=init)
             else:
                 out, info = bicubic_upscale(img, scale), {"device": "cpu"}
         except ValueError as exc:  # ImageError and survsr.models.zssr.check_image both name the file
@@ -83,7 +88,8 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
         prov = provenance(kind=f"{method}_upscale", source={"path": str(p.resolve()), "sha256": sha256_file(p)},
                           parents=[], model_output=engine is not None,
                           stages=[stage_record(f"upscale-{method}", chash, seed=seed if engine else None,
-                                               device=info.get("device"))])
+                                               device=info.get("device"),
+                                               **({"warm_start_init_sha256": init_sha} if init_sha else {}))])
         text = {PROVENANCE_KEY: prov}
         if engine is not None:  # model output: the label (if on) and, always, metadata that says so
             from survsr.marking import MarkingConfig, mark_document, mark_image, model_output_text
@@ -100,6 +106,28 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
                           "seed": seed, "config_hash": chash})
         log.info("%s -> %s (%dx%d)", p, target, out.shape[1], out.shape[0])
     return {"written": written, "failed": failed}
+
+
+def _warm_init(paths, cfg, warm_start):
+    """The warm-start init learnt from the readable ones among ``paths`` (a bad one is reported by the loop)."""
+    from survsr.models.zssr import check_image
+    from survsr.models.zssr_init import init_to_bytes, sha256_bytes, train_init
+
+    images = []
+    for p in paths:
+        try:
+            img = read_image_uint8(p)
+            check_image(img, str(p))
+            images.append(img)
+        except ValueError:
+            continue
+    if not images:
+        return None, None
+    weights, info = train_init(images, cfg, warm_start)
+    sha = sha256_bytes(init_to_bytes(weights))
+    log.info("warm-start init %s from %d image(s): %s, %d face-iterations, %.1fs", sha[:16], len(images),
+             info["method"], info["face_iterations"], info["seconds"])
+    return weights, sha
 
 
 def _record(out_dir: Path, row: dict) -> None:
@@ -133,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
     split_overrides(args, "images")
     cfg = load(ZSSRStageConfig, args.config, args.overrides, default_name="zssr.yaml")
     res = upscale_files(args.images, args.out, args.method, args.scale, cfg.zssr, args.seed,
-                        label=not args.no_label)
+                        label=not args.no_label, warm_start=cfg.warm_start)
     print(f"upscaled {len(res['written'])} image(s) into {args.out}; {len(res['failed'])} failed")
     for f in res["failed"]:
         print(f"  FAILED {f['error']}")
