@@ -122,6 +122,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     ap.add_argument("--init-threads", type=int, default=2)
     ap.add_argument("--skip-full", action="store_true", help="no full (random init) run")
+    ap.add_argument("--only-full", action="store_true", help="only the full (random init) run")
+    ap.add_argument("--full-json", type=Path, default=None,
+                    help="take the full run from this earlier --only-full --json output (same faces) instead")
     ap.add_argument("--warm-full", action="store_true", help="also fine-tune from the init to the stopping rule")
     ap.add_argument("--config", default="zssr.yaml")
     ap.add_argument("--fast-config", default="zssr_fast.yaml")
@@ -150,6 +153,15 @@ def main(argv=None) -> int:
            "fast_config": dataclasses.asdict(fast), "overrides": args.overrides}
     print(f"{'bicubic':28} PSNR-Y {res['bicubic']['psnr_y']:.3f}  SSIM-Y {res['bicubic']['ssim_y']:.4f}", flush=True)
 
+    if args.only_full:
+        rows_full, wall_full = run_set(faces, full_cfg, None, args.workers, args.seed)
+        res["full"] = summary("full ZSSR (random init)", rows_full, wall_full)
+        res["curve_random"] = curve_of(rows_full)
+        res["rows_full"] = rows_full
+        print("curve_random  " + "  ".join(f"{k}: {v:.3f}" for k, v in res["curve_random"].items()), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=1, default=float))
+        return 0
     # the init: one task over every LR face (the only data it sees)
     torch.set_num_threads(args.init_threads)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -171,11 +183,20 @@ def main(argv=None) -> int:
                                    init_cpu, init_wall)
         res["curve_warm"]["stop"] = res["warm_full"]["psnr_y"]
         res["rows_warm_full"] = rows_wf
-    if not args.skip_full:
+    if args.full_json:
+        prev = json.loads(args.full_json.read_text())
+        if sorted(r["id"] for r in prev["rows_full"]) != sorted(f["id"] for f in faces):
+            raise SystemExit(f"{args.full_json}: not the same faces")
+        res["full"], res["curve_random"], res["rows_full"] = prev["full"], prev["curve_random"], prev["rows_full"]
+        res["full_from"] = str(args.full_json)
+        print(f"{'full ZSSR (random init)':28} (from {args.full_json}) PSNR-Y {res['full']['psnr_y']:.3f}  SSIM-Y "
+              f"{res['full']['ssim_y']:.4f}  iterations {res['full']['iterations']}  CPU-s {res['full']['cpu_s']:.1f}")
+    elif not args.skip_full:
         rows_full, wall_full = run_set(faces, full_cfg, None, args.workers, args.seed)
         res["full"] = summary("full ZSSR (random init)", rows_full, wall_full)
         res["curve_random"] = curve_of(rows_full)
         res["rows_full"] = rows_full
+    if "full" in res:
         f, w = res["full"], res["fast"]
         res["ratio"] = {"iterations": f["iterations"] / w["iterations"], "cpu_s": f["cpu_s"] / w["cpu_s"],
                         "psnr_y_delta": w["psnr_y"] - f["psnr_y"]}
