@@ -126,6 +126,8 @@ def main(argv=None) -> int:
     ap.add_argument("--full-json", type=Path, default=None,
                     help="take the full run from this earlier --only-full --json output (same faces) instead")
     ap.add_argument("--warm-full", action="store_true", help="also fine-tune from the init to the stopping rule")
+    ap.add_argument("--extra", action="append", default=[],
+                    help="NAME:field=value,... another fine-tuning run from the same init with these zssr fields")
     ap.add_argument("--config", default="zssr.yaml")
     ap.add_argument("--fast-config", default="zssr_fast.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override of the fast config")
@@ -172,17 +174,34 @@ def main(argv=None) -> int:
     init_np = [w.numpy() for w in init_w]
     res["init"] = iinfo | {"cpu_s": init_cpu, "wall_s": init_wall}
 
+    def dump() -> None:
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=1, default=float))
+
+    dump()
     rows_fast, wall_fast = run_set(faces, fast.zssr, init_np, args.workers, args.seed)
     res["fast"] = summary("zssr_fast (warm, capped)", rows_fast, wall_fast, iinfo["face_iterations"], init_cpu,
                           init_wall)
     res["curve_warm"] = curve_of(rows_fast)
+    res["rows_fast"] = rows_fast
+    dump()
     if args.warm_full:
         wf = dataclasses.replace(fast.zssr, max_iters=full_cfg.max_iters)
         rows_wf, wall_wf = run_set(faces, wf, init_np, args.workers, args.seed)
         res["warm_full"] = summary("warm, to the stopping rule", rows_wf, wall_wf, iinfo["face_iterations"],
                                    init_cpu, init_wall)
-        res["curve_warm"]["stop"] = res["warm_full"]["psnr_y"]
+        res["curve_warm"] = curve_of(rows_wf)  # snapshots of the uncapped run: every point of the curve
         res["rows_warm_full"] = rows_wf
+        dump()
+    for spec in args.extra:
+        name, _, kv = spec.partition(":")
+        import yaml
+
+        fields = {k: yaml.safe_load(v) for k, v in (x.split("=", 1) for x in kv.split(",") if x)}
+        rows_x, wall_x = run_set(faces, dataclasses.replace(fast.zssr, **fields), init_np, args.workers, args.seed)
+        res[f"extra:{name}"] = summary(f"warm, {name}", rows_x, wall_x, iinfo["face_iterations"], init_cpu, init_wall)
+        res[f"curve_warm:{name}"] = curve_of(rows_x)
+        dump()
     if args.full_json:
         prev = json.loads(args.full_json.read_text())
         if sorted(r["id"] for r in prev["rows_full"]) != sorted(f["id"] for f in faces):
@@ -202,7 +221,7 @@ def main(argv=None) -> int:
                         "psnr_y_delta": w["psnr_y"] - f["psnr_y"]}
         print(f"full / fast: {res['ratio']['iterations']:.1f}x iterations, {res['ratio']['cpu_s']:.1f}x CPU-s, "
               f"PSNR-Y {res['ratio']['psnr_y_delta']:+.3f} dB", flush=True)
-    for name in ("curve_random", "curve_warm"):
+    for name in [k for k in res if k.startswith("curve_")]:
         if name in res:
             print(f"{name:13} " + "  ".join(f"{k}: {v:.3f}" for k, v in res[name].items()), flush=True)
     res["rows_fast"] = rows_fast
