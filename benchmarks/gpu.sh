@@ -25,6 +25,8 @@ run() {  # name, timeout seconds, command...
 }
 run zssr_throughput 150 $PY benchmarks/zssr_throughput.py --device cuda --faces 2048 --slots 1024 \
     --single-faces 2 --json "$OUTDIR/zssr_throughput.json"
+run zssr_fast_throughput 150 $PY benchmarks/zssr_throughput.py --config zssr_fast.yaml --device cuda --faces 2048 \
+    --slots 1024 --single-faces 0 --json "$OUTDIR/zssr_fast_throughput.json"
 run srgan_step      90  $PY benchmarks/srgan_train.py step --batch 50 512 --steps 20
 run enhance_gpu     90  $PY benchmarks/enhance_gpu.py --seconds 5 --json "$OUTDIR/enhance_gpu.json"
 run zssr_quality    200 $PY benchmarks/zssr_quality.py --device cuda --data "$DATA" --json "$OUTDIR/zssr_quality.json"

@@ -25,7 +25,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -70,8 +70,9 @@ class ZSSRConfig:
             raise ValueError("depth must be >= 2 and width >= 1")
         if not 0 < self.min_learning_rate < self.learning_rate:
             raise ValueError("need 0 < min_learning_rate < learning_rate")
-        if self.max_iters < 1 or self.min_iters < 0 or self.run_test_every < 1:
-            raise ValueError("max_iters >= 1, min_iters >= 0, run_test_every >= 1 required")
+        if self.max_iters < 0 or self.min_iters < 0 or self.run_test_every < 1:
+            # max_iters 0 = no fine-tuning: a warm-started face gets the init's own output
+            raise ValueError("max_iters >= 0, min_iters >= 0, run_test_every >= 1 required")
         if self.learning_rate_policy_check_every < 1 or self.learning_rate_slope_range < 1:
             raise ValueError("learning_rate_policy_check_every and learning_rate_slope_range must be >= 1")
         if not 0 < self.min_scale <= 1:
@@ -516,10 +517,19 @@ class ZSSR:
         return torch.from_numpy(a.transpose(2, 0, 1)[None].copy()).to(self.device, self.dtype)
 
     def train(self, image: torch.Tensor, seed: int,
-              progress: Callable[[int, float, float], None] | None = None) -> tuple[list[torch.Tensor], dict]:
+              progress: Callable[[int, float, float], None] | None = None, init: list[torch.Tensor] | None = None,
+              snapshots: Sequence[int] = ()) -> tuple[list[torch.Tensor], dict]:
+        """``init``: start from these weights (warm start, ``survsr.models.zssr_init``) instead of the seed's
+        random network. ``snapshots``: iteration counts at which a copy of the weights goes into
+        ``info["snapshots"]`` (the weights a run capped at that many iterations would end with)."""
         cfg = self.cfg
         src = FatherSource(image, cfg, self.kernel)
-        weights = [w.to(self.device, self.dtype).requires_grad_() for w in init_weights(seed, cfg)]
+        start = init if init is not None else init_weights(seed, cfg)
+        weights = [w.detach().to(self.device, self.dtype).clone().requires_grad_() for w in start]
+        snaps: dict[int, list[torch.Tensor]] = {}
+        want = set(int(s) for s in snapshots)
+        if 0 in want:
+            snaps[0] = [w.detach().clone() for w in weights]
         opt = torch.optim.Adam(weights, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS,
                                foreach=False, fused=False)
         st = LRState(lr=cfg.learning_rate)
@@ -534,6 +544,8 @@ class ZSSR:
             loss.backward()
             opt.step()
             loss_v = float(loss.detach())
+            if it + 1 in want:
+                snaps[it + 1] = [w.detach().clone() for w in weights]
             if it % cfg.run_test_every == 0:
                 with torch.no_grad(), autocast(self.device, self.amp):
                     rec = net_forward(weights, src.test_input(seed, len(st.errors))).to(image.dtype).clamp(0, 1)
@@ -548,6 +560,8 @@ class ZSSR:
                 break
         info = {"iterations": it + 1, "final_lr": st.lr, "final_loss": loss_v,
                 "final_rec_mse": st.errors[-1] if st.errors else float("nan"), "lr_changes": list(st.changes)}
+        if want:
+            info["snapshots"] = snaps
         return [w.detach() for w in weights], info
 
     @torch.no_grad()
@@ -562,11 +576,12 @@ class ZSSR:
             outs.append(undo_dihedral(y, k))
         return finish_ensemble(torch.stack(outs), image, self.cfg, self.kernel)
 
-    def run(self, img_uint8: np.ndarray, seed: int = 0, name: str = "image") -> tuple[np.ndarray, dict]:
+    def run(self, img_uint8: np.ndarray, seed: int = 0, name: str = "image",
+            init: list[torch.Tensor] | None = None) -> tuple[np.ndarray, dict]:
         a, gray = check_image(img_uint8, name)
         t0 = time.perf_counter()
         image = self._tensor(a)
-        weights, info = self.train(image, seed)
+        weights, info = self.train(image, seed, init=init)
         out = self.infer(weights, image)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

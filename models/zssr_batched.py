@@ -69,13 +69,19 @@ class BatchedZSSR:
     faces of similar size batch best (the canvas is the largest father in the batch).
     """
 
-    def __init__(self, cfg: ZSSRConfig, slots: int = 256, device: torch.device | str | None = None):
+    def __init__(self, cfg: ZSSRConfig, slots: int = 256, device: torch.device | str | None = None,
+                 init: Sequence[torch.Tensor] | None = None):
+        """``init``: every face starts from these weights (warm start, ``survsr.models.zssr_init``) instead of
+        its seed's random network; its seed still drives its augmentation draws."""
         self.cfg = cfg
         self.slots = max(1, int(slots))
         self.device = pick_device(cfg.device) if device is None else torch.device(device)
         self.dtype, self.amp = pick_precision(cfg.precision, self.device)
         self.kernel = load_kernel(cfg.kernel)
         self.shapes = layer_shapes(cfg)
+        if init is not None and [tuple(w.shape) for w in init] != self.shapes:
+            raise ValueError(f"warm-start init does not fit the network (depth {cfg.depth}, width {cfg.width})")
+        self.init = None if init is None else [w.detach().to(self.device, self.dtype) for w in init]
         self.steps_run = 0
         self.fast: tuple[int, int] | None = None  # (h, w) when the bank fast path is on
         self.bank: dict[str, torch.Tensor] | None = None
@@ -117,7 +123,9 @@ class BatchedZSSR:
             chunk = slots[start:start + 256]
             ti = torch.as_tensor(chunk, device=self.device)
             seeds = [self.faces[i].seed for i in chunk]
-            for layer, w0 in enumerate(init_weights_t(seeds, self.cfg, self.device)):
+            start = (init_weights_t(seeds, self.cfg, self.device) if self.init is None
+                     else [w.unsqueeze(0).expand(len(chunk), *w.shape) for w in self.init])
+            for layer, w0 in enumerate(start):
                 self.W[layer][ti] = w0.to(self.dtype)
                 self.m[layer][ti] = 0
                 self.v[layer][ti] = 0
@@ -336,10 +344,14 @@ class BatchedZSSR:
             if admitted:
                 self._init_slots(admitted)
                 self._fill_bank(admitted)
-            self._step()
-            finished = self._after_step()
+            if self.cfg.max_iters == 0:  # no fine-tuning: every admitted face is done as it is
+                finished = [i for i, f in enumerate(self.faces) if f is not None]
+                losses = [float("nan")] * len(self.faces)
+            else:
+                self._step()
+                finished = self._after_step()
+                losses = self._last_loss.tolist() if finished else []
             if finished:
-                losses = self._last_loss.tolist()
                 for i, res in self._infer(finished):
                     f = self.faces[i]
                     if self.device.type == "cuda":

@@ -37,8 +37,11 @@ def _srgan_outputs(generator: str | Path, images: list[np.ndarray]) -> tuple[lis
 
 
 def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "zssr", scale: float = 2.0,
-                  cfg=None, seed: int = 0, label: bool = True, generator: str | Path | None = None) -> dict:
-    """Upscale each file into ``out_dir/<stem>.png``; returns {"written": [...], "failed": [{path, error}]}."""
+                  cfg=None, seed: int = 0, label: bool = True, generator: str | Path | None = None,
+                  warm_start=None) -> dict:
+    """Upscale each file into ``out_dir/<stem>.png``; returns {"written": [...], "failed": [{path, error}]}.
+    ``warm_start`` (a ``WarmStartConfig`` with ``enabled``): ZSSR first learns one init from the given images'
+    internal pairs (theirs only), then each image fine-tunes from it."""
     from survsr.models.zssr import ZSSR, ZSSRConfig, bicubic_upscale
     import dataclasses
 
@@ -64,8 +67,11 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = ZSSR(cfg) if method == "zssr" else None
     model_output = method in ("zssr", "srgan")
+    warm = engine is not None and warm_start is not None and warm_start.enabled
     chash = config_hash({"method": method, "zssr": dataclasses.asdict(cfg) if engine else None, "scale": scale,
-                         "generator_sha256": gen_info.get("sha256")})
+                         "generator_sha256": gen_info.get("sha256")}
+                        | ({"warm_start": dataclasses.asdict(warm_start)} if warm else {}))
+    init, init_sha = (_warm_init(paths, cfg, warm_start) if warm else (None, None))
     stems: dict[str, Path] = {}
     written, failed = [], []
     inputs: list[tuple[Path, Path, np.ndarray]] = []
@@ -95,7 +101,7 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
     for p, target, img in inputs:
         try:
             if engine is not None:
-                out, info = engine.run(img, seed=seed, name=str(p))
+                out, info = engine.run(img, seed=seed, name=str(p), init=init)
             elif method == "srgan":
                 out, info = srgan_out[str(p)], {"device": srgan_device}
             else:
@@ -110,7 +116,8 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
         prov = provenance(kind=f"{method}_upscale", source={"path": str(p.resolve()), "sha256": sha256_file(p)},
                           parents=parents, model_output=model_output,
                           stages=[stage_record(f"upscale-{method}", chash, seed=seed if engine else None,
-                                               model_sha256=gen_info.get("sha256"), device=info.get("device"))])
+                                               model_sha256=gen_info.get("sha256"), device=info.get("device"),
+                                               **({"warm_start_init_sha256": init_sha} if init_sha else {}))])
         text = {PROVENANCE_KEY: prov}
         if model_output:  # model output: the label (if on) and, always, metadata that says so
             from survsr.marking import MarkingConfig, mark_document, mark_image, model_output_text
@@ -127,6 +134,28 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
                           "seed": seed, "config_hash": chash, "generator_sha256": gen_info.get("sha256", "")})
         log.info("%s -> %s (%dx%d)", p, target, out.shape[1], out.shape[0])
     return {"written": written, "failed": failed}
+
+
+def _warm_init(paths, cfg, warm_start):
+    """The warm-start init learnt from the readable ones among ``paths`` (a bad one is reported by the loop)."""
+    from survsr.models.zssr import check_image
+    from survsr.models.zssr_init import init_to_bytes, sha256_bytes, train_init
+
+    images = []
+    for p in paths:
+        try:
+            img = read_image(p)
+            check_image(img, str(p))
+            images.append(img)
+        except ValueError:
+            continue
+    if not images:
+        return None, None
+    weights, info = train_init(images, cfg, warm_start)
+    sha = sha256_bytes(init_to_bytes(weights))
+    log.info("warm-start init %s from %d image(s): %s, %d face-iterations, %.1fs", sha[:16], len(images),
+             info["method"], info["face_iterations"], info["seconds"])
+    return weights, sha
 
 
 def _record(out_dir: Path, row: dict) -> None:
@@ -166,7 +195,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--method srgan needs --generator G.safetensors")
     try:
         res = upscale_files(args.images, args.out, args.method, args.scale, cfg.zssr, args.seed,
-                            label=not args.no_label, generator=args.generator)
+                            label=not args.no_label, generator=args.generator, warm_start=cfg.warm_start)
     except ValueError as exc:  # the generator itself is unusable: nothing to do for any image
         print(f"survsr upscale: {exc}")
         return 1

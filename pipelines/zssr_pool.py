@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from survsr.models.zssr import ZSSRConfig
+from survsr.models.zssr_init import WarmStartConfig
 from survsr import telemetry
 from survsr.config import ConfigError, config_hash, from_dict, load, to_dict
 from survsr.ray_utils import use_address
@@ -31,7 +32,7 @@ from survsr.stage import Stage, batch_exit_code
 from survsr.console import FORMAT, worker_log_level
 from survsr.images import read_image
 from survsr.provenance import (
-    PROVENANCE_KEY, append_audit, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
+    PROVENANCE_KEY, append_audit, atomic_write, atomic_write_json, provenance, sha256_file, stage_record, write_parquet_atomic,
     write_png,
 )
 
@@ -72,6 +73,7 @@ class ZSSRStageConfig:
     zssr: ZSSRConfig = dataclasses.field(default_factory=ZSSRConfig)
     pool: PoolConfig = dataclasses.field(default_factory=PoolConfig)
     select: SelectConfig = dataclasses.field(default_factory=SelectConfig)
+    warm_start: WarmStartConfig = dataclasses.field(default_factory=WarmStartConfig)
 
 
 def face_seed(crop_id: str, seed: int) -> int:
@@ -81,8 +83,11 @@ def face_seed(crop_id: str, seed: int) -> int:
 
 def stage_hash(cfg: ZSSRStageConfig) -> str:
     """The stage's identity: what decides the pixels, i.e. every section but the pool layout, plus the
-    pool's seed. Each face's record and the pipeline's zssr marker are keyed by it."""
+    pool's seed; a warm start that is off counts as just "off". Each face's record and the pipeline's zssr
+    marker are keyed by it."""
     d = {k: v for k, v in to_dict(cfg).items() if k != "pool"}
+    if not cfg.warm_start.enabled:
+        d["warm_start"] = {"enabled": False}
     return config_hash({**d, "seed": cfg.pool.seed})
 
 
@@ -99,14 +104,15 @@ def _hr_rel(crop_id: str) -> str:
     return f"hr/{_safe_name(crop_id)}.png"
 
 
-def load_done(out_dir: Path, crop_id: str, chash: str, lr_sha: str) -> dict | None:
-    """The face's record when it is complete and still valid (same config, same LR input, PNG intact)."""
+def load_done(out_dir: Path, crop_id: str, chash: str, lr_sha: str, init_sha: str | None = None) -> dict | None:
+    """The face's record when it is complete and still valid (same config, same LR input, same warm-start
+    init, PNG intact)."""
     rp = _record_path(out_dir, crop_id)
     try:
         rec = json.loads(rp.read_text())
     except (OSError, ValueError):
         return None
-    if rec.get("config_hash") != chash or rec.get("lr_sha256") != lr_sha:
+    if rec.get("config_hash") != chash or rec.get("lr_sha256") != lr_sha or rec.get("init_sha256") != init_sha:
         return None
     png = out_dir / rec["hr_path"]
     if not png.is_file() or sha256_file(png) != rec.get("sha256"):
@@ -127,10 +133,83 @@ def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+def _load_lr(faces_dir: Path, row: dict) -> np.ndarray:
+    p = Path(row["lr_path"])
+    p = p if p.is_absolute() else faces_dir / p
+    if not p.is_file():
+        raise ValueError(f"{row['crop_id']}: LR crop {p} is missing")
+    if row.get("sha256") and sha256_file(p) != row["sha256"]:
+        raise ValueError(f"{row['crop_id']}: LR crop {p} does not match its sha256 in faces.parquet")
+    return read_image(p)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Warm start: one init per manifest, trained once (one Ray task), stored under OUT/warm_start/, named by its
+# SHA-256, reused by resumed runs. One task, not data-parallel: it is a few hundred steps of a 0.2M-parameter
+# network on 32x32 pairs (a step on 8 faces is milliseconds on a GPU); a gradient all-reduce per step would cost
+# more than the step, and one task keeps the init byte-for-byte reproducible.
+
+
+def init_key(faces: pd.DataFrame, cfg: ZSSRStageConfig) -> str:
+    """What decides the init: the model and warm-start configs and the set of LR inputs (not their order)."""
+    return config_hash({"zssr": to_dict(cfg.zssr), "warm_start": to_dict(cfg.warm_start),
+                        "inputs": sorted(faces["sha256"].astype(str))})
+
+
+def _train_init_task(cfg: dict, faces_dir: str, rows: list[dict]) -> tuple[bytes, dict]:
+    import torch
+
+    from survsr.models.zssr_init import init_to_bytes, train_init
+
+    c = from_dict(ZSSRStageConfig, cfg)
+    torch.set_num_threads(max(1, int(c.pool.num_cpus)))
+    images, skipped = [], []
+    for row in rows:
+        try:
+            images.append(_load_lr(Path(faces_dir), row))
+        except ValueError as exc:  # the face itself is reported by its worker; the init goes on without it
+            skipped.append(str(exc))
+    weights, info = train_init(images, c.zssr, c.warm_start)
+    return init_to_bytes(weights), info | {"skipped": skipped}
+
+
+def ensure_init(faces: pd.DataFrame, faces_dir: Path, out_dir: Path, cfg: ZSSRStageConfig) -> dict:
+    """The manifest's warm-start init: reused from ``out_dir/warm_start`` when its file is there and intact
+    (resume never retrains it), else trained by one Ray task. Returns {key, sha256, path, info, trained}."""
+    from survsr.models.zssr_init import sha256_bytes
+
+    key = init_key(faces, cfg)
+    index = out_dir / "warm_start" / f"{key}.json"
+    try:
+        meta = json.loads(index.read_text())
+        if sha256_file(out_dir / meta["path"]) == meta["sha256"]:
+            log.info("zssr: warm-start init %s reused (%s)", meta["sha256"][:16], meta["path"])
+            return meta | {"trained": False}
+        log.warning("zssr: warm-start init %s does not match its SHA-256; training it again", meta["path"])
+    except (OSError, ValueError, KeyError):
+        pass
+    import ray
+
+    from survsr.ray_utils import init_ray
+
+    init_ray()
+    rows = faces[[c for c in REQUIRED_COLUMNS if c in faces.columns]].to_dict("records")
+    task = ray.remote(_train_init_task).options(num_cpus=cfg.pool.num_cpus, num_gpus=min(1.0, _num_gpus(cfg.pool)))
+    data, info = ray.get(task.remote(to_dict(cfg), str(faces_dir.resolve()), rows))
+    sha = sha256_bytes(data)
+    rel = f"warm_start/init-{sha[:16]}.safetensors"
+    atomic_write(out_dir / rel, data)
+    meta = {"key": key, "sha256": sha, "path": rel, "info": info}
+    atomic_write_json(index, meta)
+    log.info("zssr: warm-start init %s trained on %d faces (%s, %d face-iterations, %.1fs)", sha[:16],
+             info["faces"], info["method"], info["face_iterations"], info["seconds"])
+    return meta | {"trained": True}
+
+
 class ZSSRWorker:
     """One Ray actor: one batched engine, reused for every batch the pool hands it."""
 
-    def __init__(self, cfg: dict, faces_dir: str, out_dir: str, chash: str):
+    def __init__(self, cfg: dict, faces_dir: str, out_dir: str, chash: str, init: list | None = None):
         import torch
 
         from survsr.models.zssr_batched import BatchedZSSR
@@ -141,23 +220,30 @@ class ZSSRWorker:
         logging.basicConfig(level=worker_log_level(), format=FORMAT)
         torch.set_num_threads(max(1, int(self.cfg.pool.num_cpus)))
         self.faces_dir, self.out_dir, self.chash = Path(faces_dir), Path(out_dir), chash
-        self.engine = BatchedZSSR(self.cfg.zssr, slots=self.cfg.pool.slots)
-        self.single = BatchedZSSR(self.cfg.zssr, slots=1, device=self.engine.device)
+        # ``init``: [ObjectRef of the warm-start init's bytes, its SHA-256] (wrapped in a list so Ray hands the
+        # reference over as is); every actor reads the same object from the store
+        weights, self.init_sha = None, None
+        if init is not None:
+            import ray
+
+            from survsr.models.zssr_init import init_from_bytes, sha256_bytes
+
+            data = ray.get(init[0])
+            if sha256_bytes(data) != init[1]:
+                raise RuntimeError(f"warm-start init from the object store does not match its SHA-256 {init[1]}")
+            weights, self.init_sha = init_from_bytes(data, self.cfg.zssr), init[1]
+        self.engine = BatchedZSSR(self.cfg.zssr, slots=self.cfg.pool.slots, init=weights)
+        self.single = BatchedZSSR(self.cfg.zssr, slots=1, device=self.engine.device, init=weights)
 
     def _load(self, row: dict) -> np.ndarray:
-        p = Path(row["lr_path"])
-        p = p if p.is_absolute() else self.faces_dir / p
-        if not p.is_file():
-            raise ValueError(f"{row['crop_id']}: LR crop {p} is missing")
-        if row.get("sha256") and sha256_file(p) != row["sha256"]:
-            raise ValueError(f"{row['crop_id']}: LR crop {p} does not match its sha256 in faces.parquet")
-        return read_image(p)
+        return _load_lr(self.faces_dir, row)
 
     def _write(self, row: dict, seed: int, out: np.ndarray, info: dict) -> None:
         crop_id = row["crop_id"]
         prov = provenance(kind="zssr_hr", source=_source_of(row),
                           parents=[{"path": str(row["lr_path"]), "sha256": str(row["sha256"])}],
-                          stages=[stage_record("zssr", self.chash, seed=seed, device=info["device"])],
+                          stages=[stage_record("zssr", self.chash, seed=seed, device=info["device"],
+                                               **({"warm_start_init_sha256": self.init_sha} if self.init_sha else {}))],
                           model_output=True)
         rel = _hr_rel(crop_id)
         sha = write_png(self.out_dir / rel, out, text={PROVENANCE_KEY: prov})
@@ -165,7 +251,8 @@ class ZSSRWorker:
                "final_lr": float(info["final_lr"]), "final_loss": float(info["final_loss"]),
                "seconds": float(info["seconds"]), "config_hash": self.chash, "device": info["device"],
                "split": row.get("split"), "lr_path": str(row["lr_path"]), "seed": seed,
-               "lr_sha256": str(row["sha256"]), "lr_changes": info.get("lr_changes", [])}
+               "lr_sha256": str(row["sha256"]), "lr_changes": info.get("lr_changes", []),
+               "init_sha256": self.init_sha}
         atomic_write_json(_record_path(self.out_dir, crop_id), rec)
 
     def _run(self, engine, rows: dict[str, dict], status: dict[str, dict]) -> None:
@@ -199,7 +286,7 @@ class ZSSRWorker:
         status: dict[str, dict] = {}
         todo = {}
         for cid, row in rows.items():
-            if load_done(self.out_dir, cid, self.chash, str(row["sha256"])) is not None:
+            if load_done(self.out_dir, cid, self.chash, str(row["sha256"]), self.init_sha) is not None:
                 status[cid] = {"status": "done-before", "error": ""}  # another attempt already wrote it
             else:
                 todo[cid] = row
@@ -267,8 +354,10 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
     out_dir.mkdir(parents=True, exist_ok=True)
     chash = stage_hash(cfg)
     t0 = time.perf_counter()
+    init = ensure_init(faces, faces_dir, out_dir, cfg) if cfg.warm_start.enabled else None
+    init_sha = init["sha256"] if init else None
     done_before = {cid for cid, sha in zip(faces["crop_id"].astype(str), faces["sha256"].astype(str))
-                   if load_done(out_dir, cid, chash, sha) is not None}
+                   if load_done(out_dir, cid, chash, sha, init_sha) is not None}
     todo = faces[~faces["crop_id"].astype(str).isin(done_before)]
     log.info("zssr: %d faces, %d already done, %d to run (config %s)", len(faces), len(done_before), len(todo), chash)
     results = pd.DataFrame(columns=["crop_id", "status", "error", "attempts"])
@@ -283,10 +372,12 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
         rows = todo[cols].reset_index(drop=True)
         bs = cfg.pool.batch_size
         ds = ray.data.from_pandas([rows.iloc[i:i + bs] for i in range(0, len(rows), bs)])
+        # the init goes into the object store once; every actor gets its reference (and checks the hash)
+        init_arg = [ray.put((out_dir / init["path"]).read_bytes()), init_sha] if init else None
         ds = ds.map_batches(
             ZSSRWorker,
             fn_constructor_kwargs={"cfg": to_dict(cfg), "faces_dir": str(faces_dir.resolve()),
-                                   "out_dir": str(out_dir.resolve()), "chash": chash},
+                                   "out_dir": str(out_dir.resolve()), "chash": chash, "init": init_arg},
             batch_size=cfg.pool.batch_size, batch_format="pandas",
             compute=ray.data.ActorPoolStrategy(size=cfg.pool.actors),
             num_gpus=num_gpus, num_cpus=cfg.pool.num_cpus,
@@ -296,7 +387,7 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
     recs, failures = [], []
     status = dict(zip(results["crop_id"].astype(str), results.to_dict("records")))
     for cid, sha in zip(faces["crop_id"].astype(str), faces["sha256"].astype(str)):
-        rec = load_done(out_dir, cid, chash, sha)
+        rec = load_done(out_dir, cid, chash, sha, init_sha)
         if rec is not None:
             recs.append(rec)
         else:
@@ -313,7 +404,11 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
                "failed": failures, "seconds": round(seconds, 3),
                "faces_per_s": round(ran / seconds, 3) if ran and seconds > 0 else None,
                "config_hash": chash, "device": devices[0] if len(devices) == 1 else devices or device,
-               "manifest": str(out_dir / "zssr.parquet")}
+               "manifest": str(out_dir / "zssr.parquet"),
+               "warm_start": None if init is None else {
+                   "sha256": init_sha, "path": init["path"], "trained": init["trained"],
+                   "face_iterations": init["info"]["face_iterations"], "seconds": round(init["info"]["seconds"], 3),
+                   "method": init["info"]["method"]}}
     atomic_write_json(out_dir / "zssr_report.json", summary)
     append_audit(out_dir, {"stage": "zssr", "command": "zssr", "config_hash": chash,
                            "arguments": {"faces_dir": str(faces_dir), "out_dir": str(out_dir)},
@@ -321,7 +416,7 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
                            "outputs": {n: sha256_file(out_dir / n) for n in ("zssr.parquet", "zssr_report.json")},
                            "outcome": "ok" if not failures else f"partial: {len(failures)} face(s) failed",
                            "faces": len(faces), "ran": ran, "resumed": len(done_before),
-                           "seconds": round(seconds, 3)})
+                           "seconds": round(seconds, 3), "warm_start": summary["warm_start"]})
     for f in failures:
         log.error("zssr failed: %s", f["error"])
     log.info("zssr: %d/%d faces done (%d run now, %d resumed, %d failed) in %.1fs", len(manifest), len(faces),
