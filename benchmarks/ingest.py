@@ -25,24 +25,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# name -> DetectorConfig overrides. "per-frame" = a full scan of every frame; "ingest" = configs/ingest.yaml
-# (full scan every 4th frame, region scans between); "fast" = faces >= 24 px only, full scan every 8th frame.
+# name -> DetectorConfig overrides. "ingest" = the defaults of configs/ingest.yaml (MTCNN, full scan every 4th
+# frame, O-Net following the faces in between, plus the MOG2 motion map); "per-frame" = a full MTCNN scan of
+# every frame; "fast" = faces >= 24 px only, full scan every 8th frame; "haar" = the Haar cascade (old default).
 SETTINGS = {
     "decode only": None,
+    "ingest": {},
     "per-frame": {"full_scan_every": 1},
-    "ingest": {"full_scan_every": 4},
     "fast": {"full_scan_every": 8, "min_face": 24},
+    "haar": {"kind": "haar"},
 }
 
 
 def _work(path: str, det_kw: dict | None, chunk: int, max_frames: int | None, q) -> None:
     import cv2
+    import torch
 
+    from survsr.pipelines.ingest import load_config
     from survsr.video.decode import iter_frames
-    from survsr.video.detect import DetectorConfig, detect_sequence, make_detector
+    from survsr.video.detect import detect_sequence, make_detector
+    from survsr.video.motion import MotionMap
 
     cv2.setNumThreads(1)  # one core per worker: the 2-core figure comes from 2 workers
-    det = make_detector(DetectorConfig(**det_kw)) if det_kw is not None else None
+    torch.set_num_threads(1)
+    cfg = load_config(None, [f"detector.{k}={v}" for k, v in (det_kw or {}).items()])
+    det = make_detector(cfg.detector) if det_kw is not None else None
+    motion = MotionMap(cfg.motion) if det_kw is not None and cfg.motion.enabled else None
     w0, c0 = time.perf_counter(), time.process_time()
     n = faces = 0
     buf = []
@@ -56,6 +64,8 @@ def _work(path: str, det_kw: dict | None, chunk: int, max_frames: int | None, q)
     for f in iter_frames(path, max_frames=max_frames):
         n += 1
         buf.append(f.image)
+        if motion is not None:
+            motion.update(f.image)
         if len(buf) >= chunk:
             flush()
     flush()

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # Extensions picked up when a directory is given (a file given by name is always tried, whatever its name).
 VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mkv .webm .avi .mov .ts .mts .m2ts .mpg .mpeg .flv .wmv .3gp .ogv .y4m .h264 .h265 .hevc".split()
+    ".mp4 .m4v .mkv .webm .avi .mov .ts .mts .m2ts .mpg .mpeg .flv .wmv .3gp .ogv .y4m .h264 .h265 .hevc .gif".split()
 )
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 _GLOB_CHARS = set("*?[")
@@ -128,6 +128,16 @@ def probe(source: str | os.PathLike, timeout_s: float = 10.0) -> dict:
         container.close()
 
 
+def _decode(container, stream, data: dict):
+    """``container.decode(stream)``, noting the furthest byte the packets reached and the largest packet."""
+    for packet in container.demux(stream):
+        pos, size = getattr(packet, "pos", None), packet.size
+        if pos is not None and pos >= 0 and size:
+            data["end"] = max(data["end"], pos + size)
+            data["max_packet"] = max(data["max_packet"], size)
+        yield from packet.decode()
+
+
 def iter_frames(
     source: str | os.PathLike,
     *,
@@ -138,14 +148,17 @@ def iter_frames(
     end_s: float | None = None,
     timeout_s: float = 10.0,
     check_complete: bool = True,
+    warnings: list[str] | None = None,
 ) -> Iterator[Frame]:
     """Yield sampled frames of one video file or stream.
 
     Sampling: a frame is kept when ``index % stride == 0``, it lies in ``[start_s, end_s)`` and, with ``fps``,
     at least ``1/fps`` s after the previously kept frame. ``max_frames`` bounds the number of frames yielded.
-    ``check_complete``: when the container declares a frame count and the full stream was read but more than
-    2 frames fewer came out, raise (truncated file) after yielding what was decoded.
-    Raises ``VideoError`` (message starts with the source) for missing/empty/non-video/corrupt/truncated inputs.
+    Truncation is judged by decoding, not by what the header claims: a decode error ends the video with a
+    ``VideoError`` (after yielding what was decoded). Containers often declare a wrong frame count (AVI
+    headers, edit lists, variable frame rate), so with ``check_complete`` a decoded count or duration well
+    short of the declared one is only a warning, appended to ``warnings`` (and logged).
+    Raises ``VideoError`` (message starts with the source) for missing/empty/non-video/corrupt inputs.
     """
     import av
 
@@ -166,10 +179,16 @@ def iter_frames(
         min_step = 1.0 / fps if fps else 0.0
         next_t = None
         expected = int(stream.frames or 0)
+        declared_s = float(stream.duration * tb) if stream.duration else (
+            container.duration / 1_000_000 if container.duration else 0.0)
+        last_t = 0.0
+        data = {"end": 0, "max_packet": 0}  # how far into the file the demuxed packets reached
         try:
-            for frame in container.decode(stream):
+            for frame in _decode(container, stream, data):
                 index = decoded
                 decoded += 1
+                if frame.pts is not None and origin is not None:
+                    last_t = max(last_t, float((frame.pts - origin) * tb))
                 if frame.pts is not None:
                     if origin is None:
                         origin = frame.pts
@@ -199,9 +218,21 @@ def iter_frames(
                              frames_decoded=decoded) from None
         if decoded == 0:
             raise VideoError(source, "no decodable frames (corrupt or truncated file)")
-        # A couple of frames short is normal (edit lists drop encoder pre-roll); more means the file was cut.
+        # A couple of frames short is normal (edit lists drop encoder pre-roll). More is judged by where the
+        # data stopped, not by the header: a file cut short has its video data running into the end of the
+        # file (no room left for the next packet); a file whose header merely over-declares (AVI headers,
+        # broken muxers) ends its data before an index or trailer. Only the first is a failure.
         if check_complete and not stopped_early and expected and decoded < expected - 2 and not is_url(source):
-            raise VideoError(source, f"truncated: decoded {decoded} of {expected} frames the container declares",
-                             frames_decoded=decoded)
+            span = f" ({last_t:.1f} s of a declared {declared_s:.1f} s)" if declared_s else ""
+            gap = os.path.getsize(source) - data["end"] if data["end"] else None
+            if gap is not None and gap < max(data["max_packet"], 1):
+                raise VideoError(source, f"truncated: the video data runs into the end of the file after "
+                                         f"{decoded} of {expected} declared frames{span}", frames_decoded=decoded)
+            msg = (f"{source}: decoded {decoded} frames without error but the container declares {expected}"
+                   f"{span}; the data ends {gap} bytes before the end of the file, so the header count is "
+                   "ignored")
+            log.warning(msg)
+            if warnings is not None:
+                warnings.append(msg)
     finally:
         container.close()
