@@ -128,13 +128,27 @@ def probe(source: str | os.PathLike, timeout_s: float = 10.0) -> dict:
         container.close()
 
 
-def _decode(container, stream, data: dict):
-    """``container.decode(stream)``, noting the furthest byte the packets reached and the largest packet."""
+def _decode_error(source: str, timeout_s: float) -> str | None:
+    """Decode ``source`` without frame threading; the decoder's error text, or None when it decodes cleanly."""
+    import av
+
+    container = _open(source, timeout_s)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        for _ in _decode(container, stream):
+            pass
+    except av.error.FFmpegError as exc:
+        return f"decode error ({_ffmpeg_reason(exc)})"
+    finally:
+        container.close()
+    return None
+
+
+def _decode(container, stream):
+    """``container.decode(stream)`` packet by packet: a partial last packet (file cut mid-stream) reaches the
+    decoder and raises, instead of being dropped silently."""
     for packet in container.demux(stream):
-        pos, size = getattr(packet, "pos", None), packet.size
-        if pos is not None and pos >= 0 and size:
-            data["end"] = max(data["end"], pos + size)
-            data["max_packet"] = max(data["max_packet"], size)
         yield from packet.decode()
 
 
@@ -182,9 +196,8 @@ def iter_frames(
         declared_s = float(stream.duration * tb) if stream.duration else (
             container.duration / 1_000_000 if container.duration else 0.0)
         last_t = 0.0
-        data = {"end": 0, "max_packet": 0}  # how far into the file the demuxed packets reached
         try:
-            for frame in _decode(container, stream, data):
+            for frame in _decode(container, stream):
                 index = decoded
                 decoded += 1
                 if frame.pts is not None and origin is not None:
@@ -214,23 +227,23 @@ def iter_frames(
                     stopped_early = True
                     break
         except av.error.FFmpegError as exc:
-            raise VideoError(source, f"decode error after {decoded} frames ({_ffmpeg_reason(exc)})",
+            raise VideoError(source, f"truncated or corrupt: decode error after {decoded} frames "
+                                     f"({_ffmpeg_reason(exc)})",
                              frames_decoded=decoded) from None
         if decoded == 0:
             raise VideoError(source, "no decodable frames (corrupt or truncated file)")
-        # A couple of frames short is normal (edit lists drop encoder pre-roll). More is judged by where the
-        # data stopped, not by the header: a file cut short has its video data running into the end of the
-        # file (no room left for the next packet); a file whose header merely over-declares (AVI headers,
-        # broken muxers) ends its data before an index or trailer. Only the first is a failure.
+        # Truncation is judged by decoding: a file cut mid-stream ends in a partial packet, which the decoder
+        # rejects. Frame threading hides that error, so when fewer frames came out than the header declares
+        # the stream is decoded once more without frame threads (rare: costs one extra decode). A count short
+        # of the header's alone (AVI headers, broken muxers, edit lists) is a warning only.
         if check_complete and not stopped_early and expected and decoded < expected - 2 and not is_url(source):
             span = f" ({last_t:.1f} s of a declared {declared_s:.1f} s)" if declared_s else ""
-            gap = os.path.getsize(source) - data["end"] if data["end"] else None
-            if gap is not None and gap < max(data["max_packet"], 1):
-                raise VideoError(source, f"truncated: the video data runs into the end of the file after "
-                                         f"{decoded} of {expected} declared frames{span}", frames_decoded=decoded)
-            msg = (f"{source}: decoded {decoded} frames without error but the container declares {expected}"
-                   f"{span}; the data ends {gap} bytes before the end of the file, so the header count is "
-                   "ignored")
+            problem = _decode_error(source, timeout_s)
+            if problem:
+                raise VideoError(source, f"truncated or corrupt: {decoded} of {expected} declared frames decoded"
+                                         f"{span}, then {problem}", frames_decoded=decoded)
+            msg = (f"{source}: decoded {decoded} frames without a decode error but the container declares "
+                   f"{expected}{span}; the header count is ignored")
             log.warning(msg)
             if warnings is not None:
                 warnings.append(msg)
