@@ -116,7 +116,7 @@ def test_track_filters_and_quality_parts():
     jumpy = [40, 60, 35, 70, 30, 65, 40, 80, 30, 60]
     assert size_jitter(jumpy) > 0.4
     assert filter_track(frames, [0.99] * 10, jumpy, 3, ok)[0] == "steady_size"
-    assert filter_track(frames, [0.99] * 10, jumpy, 3, FilterConfig()) is None  # filters off
+    assert filter_track(frames, [0.99] * 10, jumpy, 3, FilterConfig(max_size_jitter=0)) is None  # off
     frontal = (10, 10, 30, 10, 20, 20, 12, 30, 28, 30)
     turned = (10, 10, 30, 10, 29, 20, 12, 30, 28, 30)
     assert frontalness(frontal) == 1.0 and frontalness(turned) < 0.2 and frontalness(None) is None

@@ -159,7 +159,7 @@ class FilterConfig:
     min_mean_score: float = 0.0  # mean detector score of the track's detections (MTCNN: O-Net probability)
     # steady size: the median change of the face side between consecutive detections, |log(side_t/side_t-1)|;
     # a face changes size smoothly, a false positive on texture jumps between sizes. 0 = off.
-    max_size_jitter: float = 0.0
+    max_size_jitter: float = 0.25
 
     def validate(self) -> None:
         if self.min_mean_score < 0 or self.max_size_jitter < 0:
