@@ -195,6 +195,16 @@ class MTCNN:
         self.factor = float(factor)
         self.device = torch.device(device)
         self.pnet, self.rnet, self.onet = load_nets(str(self.device))
+        self._warm_up()
+
+    @torch.inference_mode()
+    def _warm_up(self) -> None:
+        """Pay the one-off costs (torchvision's import, oneDNN kernel set-up) at construction, once per actor,
+        not on the first chunk of a video."""
+        import torchvision.ops  # noqa: F401
+
+        for net, side in ((self.pnet, 12), (self.rnet, 24), (self.onet, 48)):
+            net(torch.zeros(1, 3, side, side, device=self.device).contiguous(memory_format=torch.channels_last))
 
     def _tensor(self, frames) -> torch.Tensor:
         arr = np.ascontiguousarray(np.stack(list(frames)) if not isinstance(frames, np.ndarray) else frames)
