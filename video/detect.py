@@ -317,6 +317,7 @@ class MTCNNDetector:
         self.name = "mtcnn"
         self._nets: dict[float, MTCNN] = {}
         self._mtcnn = MTCNN
+        self._net(1.0)  # load the weights now: a missing wheel fails at construction, naming the fix
 
     def _net(self, scale: float):
         # min_face is in source px; on a downscaled frame the same face is ``scale`` times smaller.
