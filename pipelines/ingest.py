@@ -48,7 +48,10 @@ from survsr.provenance import (
 from survsr.video.crops import CropConfig, crop, keep_crop, make_lr, sharpness
 from survsr.video.decode import Frame, VideoError, expand_inputs, is_url, iter_frames
 from survsr.video.detect import Detector, DetectorConfig, detect_sequence, make_detector
-from survsr.video.track import SelectConfig, TrackerConfig, link_tracks, select_best
+from survsr.video.motion import MotionConfig, MotionMap
+from survsr.video.track import (
+    FilterConfig, SelectConfig, TrackerConfig, filter_track, frontalness, link_tracks, quality, select_best,
+)
 
 log = logging.getLogger("survsr.ingest")
 
@@ -56,6 +59,9 @@ MANIFEST_COLUMNS = [
     "crop_id", "source_path", "source_sha256", "frame_index", "time_s", "box_x", "box_y", "box_w", "box_h",
     "detector", "score", "track_id", "split", "native_path", "native_w", "native_h", "lr_path", "lr_size",
     "resize_method", "sharpness", "sha256", "native_sha256", "config_hash", "role",
+    "landmarks",  # JSON list x0, y0, ..., x4, y4 (eyes, nose, mouth corners) in source px; "" when none
+    "quality",  # face-quality score that ranked the crop within its track (track.quality)
+    "motion",  # share of the box that ever moved in the video (motion gating); -1 = not measured
 ]
 _ASSIGNED = ("split", "role")  # set in assemble() over all videos, not per video
 REPORT_NAME = "ingest_report.json"
@@ -106,6 +112,7 @@ class PoolConfig:
     enabled: bool = True  # false = plain in-process pipeline (same outputs, no Ray)
     detect_actors: int = 0  # detector actor pool size; 0 = cluster CPUs - 1 (at least 1)
     detect_cpus: float = 1.0  # CPUs reserved per detector actor
+    detect_gpus: float = 0.0  # GPUs per detector actor (> 0: the MTCNN detector runs on the actor's GPU)
     decode_cpus: float = 0.5  # CPUs reserved per decoding task (decoding is lighter than detection)
     wave_videos: int = 8  # videos per Ray Data run; each finished wave is committed to DIR
 
@@ -115,6 +122,8 @@ class IngestConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     crops: CropConfig = field(default_factory=CropConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -168,24 +177,68 @@ def chunk_detections(chunk: list[Frame], detector: Detector, crop_cfg: CropConfi
                 "frame_index": int(f.index), "time_s": float(f.time_s), "k": k,
                 "box": (int(x), int(y), int(w), int(h)), "raw": tuple(int(v) for v in (det.raw_box or det.box)),
                 "score": float(det.score), "detector": det.detector, "crop": native, "sharpness": sharpness(native),
+                "landmarks": list(det.landmarks) if det.landmarks else None,
             })
     return rows
 
 
-def select_video(dets: list[dict[str, Any]], tracker_cfg: TrackerConfig, select_cfg: SelectConfig) -> list[dict]:
-    """Track one video's detections and keep the best crops of each track; adds ``track_no``."""
-    numbers = link_tracks([(d["frame_index"], d["time_s"], d["raw"]) for d in dets], tracker_cfg)
+def select_video(dets: list[dict[str, Any]], tracker_cfg: TrackerConfig, select_cfg: SelectConfig,
+                 filters: FilterConfig | None = None, motion: MotionMap | None = None,
+                 motion_cfg: MotionConfig | None = None) -> tuple[list[dict], dict[str, Any]]:
+    """Track one video's detections, filter the tracks, keep the best crops of each kept track.
+
+    Returns (chosen detections with ``track_no`` and ``quality``, filter statistics for the report).
+    Motion gating drops single detections (on a region that never moved, below ``keep_score``); a track
+    left without detections counts as dropped by ``motion``. Then the track filters (``filter_track``).
+    """
+    from dataclasses import replace
+
+    filters = filters or FilterConfig()
+    motion_cfg = motion_cfg or MotionConfig()
+    gate = motion is not None and motion_cfg.enabled
+    for d in dets:
+        m = motion.box_motion(d["raw"]) if gate else None
+        d["motion"] = -1.0 if m is None else m
+    numbers = link_tracks([(d["frame_index"], d["time_s"], d["raw"]) for d in dets],
+                          replace(tracker_cfg, min_detections=1))
     by_track: dict[int, list[int]] = {}
     for i, n in enumerate(numbers):
         if n >= 0:
             by_track.setdefault(n, []).append(i)
-    chosen = []
+    stats: dict[str, Any] = {"tracks_found": len(by_track), "detections_still": 0,
+                             "dropped": {k: [] for k in ("motion", "min_length", "min_mean_score", "steady_size")}}
+    kept: list[tuple[int, list[int]]] = []
     for n, idx in sorted(by_track.items()):
-        items = [(dets[i]["frame_index"], dets[i]["sharpness"], min(dets[i]["box"][2:])) for i in idx]
+        idx = sorted(idx, key=lambda i: dets[i]["frame_index"])
+        first = dets[idx[0]]
+        where = f"track from frame {first['frame_index']} at {list(first['raw'])}"
+        if gate:
+            moving = [i for i in idx if not (0 <= dets[i]["motion"] < motion_cfg.min_box_fraction
+                                             and dets[i]["score"] < motion_cfg.keep_score)]
+            stats["detections_still"] += len(idx) - len(moving)
+            if not moving:
+                stats["dropped"]["motion"].append(
+                    f"{where}: all {len(idx)} detections on a still region (moving share < "
+                    f"{motion_cfg.min_box_fraction}, score < {motion_cfg.keep_score})")
+                continue
+            idx = moving
+        failed = filter_track([dets[i]["frame_index"] for i in idx], [dets[i]["score"] for i in idx],
+                              [max(dets[i]["raw"][2:]) for i in idx], tracker_cfg.min_detections, filters)
+        if failed:
+            stats["dropped"][failed[0]].append(f"{where}: {failed[1]}")
+            continue
+        kept.append((n, idx))
+    chosen = []
+    for t, (n, idx) in enumerate(kept):
+        items = [(dets[i]["frame_index"], dets[i]["sharpness"], min(dets[i]["box"][2:]),
+                  frontalness(dets[i].get("landmarks"))) for i in idx]
         for j in select_best(items, select_cfg):
-            chosen.append({**dets[idx[j]], "track_no": n})
+            q = quality(items[j][1], items[j][2], select_cfg, items[j][3])
+            chosen.append({**dets[idx[j]], "track_no": t, "quality": q})
     chosen.sort(key=lambda d: (d["frame_index"], d["k"]))
-    return chosen
+    stats["tracks_dropped"] = {k: len(v) for k, v in stats["dropped"].items()}
+    stats["frames_in_tracks"] = len({dets[i]["frame_index"] for _, idx in kept for i in idx})
+    return chosen, stats
 
 
 def crop_id(video_id: str, frame_index: int, k: int) -> str:
@@ -207,7 +260,8 @@ def write_crop(row: dict[str, Any], out_dir: Path, source: str, source_sha: str,
     src = {"path": source, "sha256": source_sha, "frame_index": row["frame_index"], "time_s": row["time_s"],
            "box": [x, y, w, h]}
     parents = [{"path": source, "sha256": source_sha}]
-    common = {"detector": row["detector"], "score": row["score"], "track_id": f"{vid}-t{row['track_no']:03d}"}
+    common = {"detector": row["detector"], "score": row["score"], "track_id": f"{vid}-t{row['track_no']:03d}",
+              "landmarks": row.get("landmarks") or None}
     native_rel = f"crops/{vid}/native/{cid}.png"
     lr_rel = f"crops/{vid}/lr/{cid}.png"
     # Written into the video's hidden staging directory; commit_video renames it to crops/<vid> together
@@ -227,17 +281,28 @@ def write_crop(row: dict[str, Any], out_dir: Path, source: str, source_sha: str,
         "native_path": native_rel, "native_w": int(native.shape[1]), "native_h": int(native.shape[0]),
         "lr_path": lr_rel, "lr_size": int(lr_size), "resize_method": method, "sharpness": float(row["sharpness"]),
         "sha256": lr_sha, "native_sha256": native_sha, "config_hash": cfg_hash,
+        "landmarks": json.dumps(row["landmarks"]) if row.get("landmarks") else "",
+        "quality": float(row.get("quality", 0.0)), "motion": float(row.get("motion", -1.0)),
     }
 
 
-def summarize(dets: list[dict], chosen: list[dict], n_frames: int, error: str) -> dict[str, Any]:
+def summarize(dets: list[dict], chosen: list[dict], n_frames: int, error: str, stats: dict | None = None,
+              warnings: list[str] | None = None) -> dict[str, Any]:
+    """Per-video numbers for the report: what was detected, what the filters dropped and why."""
+    stats = stats or {}
     return {
         "frames": int(n_frames),
-        "frames_with_faces": len({d["frame_index"] for d in dets}),
-        "faces": len(dets),
-        "tracks": len({c["track_no"] for c in chosen}),
+        "frames_with_faces": len({d["frame_index"] for d in dets}),  # any detection
+        "frames_in_tracks": int(stats.get("frames_in_tracks", 0)),  # a detection of a kept track
+        "faces": len(dets),  # detections, before any filter
+        "detections_still": int(stats.get("detections_still", 0)),  # dropped by motion gating
+        "tracks_found": int(stats.get("tracks_found", 0)),
+        "tracks": len({c["track_no"] for c in chosen}),  # kept
+        "tracks_dropped": stats.get("tracks_dropped", {}),  # per filter
+        "dropped_why": stats.get("dropped", {}),  # per filter: one line per dropped track
         "crops": len(chosen),
         "error": error,
+        "warnings": list(warnings or []),
     }
 
 
@@ -269,7 +334,9 @@ def process_video(source: str, out_dir: str | Path, cfg: IngestConfig, *, detect
     detector = detector or make_detector(cfg.detector)
     sha = source_sha or video_identity(source)[0]
     dets: list[dict] = []
-    frames = _Counted(iter_frames(source, **_decode_kwargs(cfg.decode)))
+    warnings: list[str] = []
+    frames = _Counted(iter_frames(source, warnings=warnings, **_decode_kwargs(cfg.decode)))
+    motion = MotionMap(cfg.motion) if cfg.motion.enabled else None
     error = ""
     chunks = iter_chunks(frames, cfg.decode.chunk_frames)
     while True:
@@ -283,17 +350,21 @@ def process_video(source: str, out_dir: str | Path, cfg: IngestConfig, *, detect
             error = str(exc)
             break
         found = chunk_detections(chunk, detector, cfg.crops)
+        if motion is not None:
+            for f in chunk:
+                motion.update(f.image)
         dets.extend(found)
         telemetry.frames_decoded(len(chunk))
         telemetry.faces_detected(len(found), detector=cfg.detector.kind)
         if frames.n // 1000 != (frames.n - len(chunk)) // 1000:  # long videos: a sign of life every 1000 frames
             log.info("%s: %d frames, %d faces so far", source, frames.n, len(dets))
     n = frames.n
-    chosen = select_video(dets, cfg.tracker, cfg.select)
+    chosen, stats = select_video(dets, cfg.tracker, cfg.select, cfg.filters, motion, cfg.motion)
     h = output_hash(cfg)
     stage = stage_record("ingest", h)
     rows = [write_crop(c, out_dir, source, sha, h, cfg.crops.lr_size, stage) for c in chosen]
-    summary = {"video_id": sha[:12], "source": source, "sha256": sha, **summarize(dets, chosen, n, error)}
+    summary = {"video_id": sha[:12], "source": source, "sha256": sha,
+               **summarize(dets, chosen, n, error, stats, warnings)}
     commit_video(out_dir, summary, rows, h)
     return summary
 
@@ -351,7 +422,7 @@ def done_marker(out_dir: Path, video_id: str, cfg_hash: str) -> dict | None:
 
 
 _INT_COLS = ("frame_index", "box_x", "box_y", "box_w", "box_h", "native_w", "native_h", "lr_size")
-_FLOAT_COLS = ("time_s", "score", "sharpness")
+_FLOAT_COLS = ("time_s", "score", "sharpness", "quality", "motion")
 
 
 def _typed(df):
@@ -418,12 +489,13 @@ def _row_schema():
         ("time_s", f64), ("k", i32), ("box_x", i32), ("box_y", i32), ("box_w", i32), ("box_h", i32),
         ("raw_x", i32), ("raw_y", i32), ("raw_w", i32), ("raw_h", i32), ("score", f64), ("detector", s),
         ("height", i32), ("width", i32), ("pixels", pa.large_binary()), ("sharpness", f64), ("track_no", i32),
-        ("info", s),
+        ("info", s), ("landmarks", s), ("quality", f64), ("motion", f64),
     ])
 
 
 _ROW_DEFAULTS = {"frame_index": -1, "time_s": 0.0, "k": -1, "score": 0.0, "detector": "", "height": 0,
-                 "width": 0, "pixels": b"", "sharpness": 0.0, "track_no": -1, "info": "",
+                 "width": 0, "pixels": b"", "sharpness": 0.0, "track_no": -1, "info": "", "landmarks": "",
+                 "quality": 0.0, "motion": -1.0,
                  **{f"{p}_{c}": 0 for p in ("box", "raw") for c in "xywh"}}
 
 
@@ -442,7 +514,9 @@ def _det_to_row(base: dict, d: dict) -> dict:
             **dict(zip(("box_x", "box_y", "box_w", "box_h"), d["box"])),
             **dict(zip(("raw_x", "raw_y", "raw_w", "raw_h"), d["raw"])),
             "score": d["score"], "detector": d["detector"], "height": native.shape[0], "width": native.shape[1],
-            "pixels": native.tobytes(), "sharpness": d["sharpness"], "track_no": d.get("track_no", -1)}
+            "pixels": native.tobytes(), "sharpness": d["sharpness"], "track_no": d.get("track_no", -1),
+            "landmarks": json.dumps(d["landmarks"]) if d.get("landmarks") else "",
+            "quality": float(d.get("quality", 0.0)), "motion": float(d.get("motion", -1.0))}
 
 
 def _row_to_det(r: dict) -> dict:
@@ -450,18 +524,28 @@ def _row_to_det(r: dict) -> dict:
             "box": (r["box_x"], r["box_y"], r["box_w"], r["box_h"]),
             "raw": (r["raw_x"], r["raw_y"], r["raw_w"], r["raw_h"]), "score": r["score"],
             "detector": r["detector"], "sharpness": r["sharpness"], "track_no": r["track_no"],
+            "landmarks": json.loads(r["landmarks"]) if r.get("landmarks") else None,
+            "quality": r.get("quality", 0.0), "motion": r.get("motion", -1.0),
             "crop": np.frombuffer(r["pixels"], np.uint8).reshape(r["height"], r["width"], 3)}
 
 
-def _decode_udf(batch, decode: dict) -> Iterator[Any]:
-    """One video in, its frames out as a stream of blocks, then one ``end`` row (frame count, error)."""
+def _decode_udf(batch, decode: dict, motion: dict) -> Iterator[Any]:
+    """One video in, its frames out as a stream of blocks, then one ``end`` row (frame count, error, motion map).
+
+    The motion map is built here because decoding is the one place that sees a video's frames in order."""
     cfg = from_dict(DecodeConfig, decode)
+    mcfg = from_dict(MotionConfig, motion)
     for v in batch.to_pylist():
         base = {"video_id": v["video_id"], "source": v["source"], "source_sha256": v["source_sha256"]}
-        frames = _Counted(iter_frames(v["source"], **_decode_kwargs(cfg)))
+        warnings: list[str] = []
+        frames = _Counted(iter_frames(v["source"], warnings=warnings, **_decode_kwargs(cfg)))
+        mmap = MotionMap(mcfg) if mcfg.enabled else None
         error = ""
         try:
             for chunk in iter_chunks(frames, cfg.chunk_frames):
+                if mmap is not None:
+                    for f in chunk:
+                        mmap.update(f.image)
                 # One row per chunk: the detector sees whole chunks however Ray Data batches rows.
                 h, w = chunk[0].image.shape[:2]
                 yield _table([{**base, "kind": "chunk", "height": h, "width": w,
@@ -472,7 +556,9 @@ def _decode_udf(batch, decode: dict) -> Iterator[Any]:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad video must not end the batch
             error = f"{v['source']}: unexpected decode failure ({exc!r})"
-        yield _table([{**base, "kind": "end", "info": json.dumps({"frames": frames.n, "error": error})}])
+        yield _table([{**base, "kind": "end", "info": json.dumps({
+            "frames": frames.n, "error": error, "warnings": warnings,
+            "motion": mmap.to_dict() if mmap is not None else {}})}])
 
 
 class _DetectActor:
@@ -480,9 +566,11 @@ class _DetectActor:
 
     def __init__(self, detector: dict, crops: dict, threads: int):
         import cv2
+        import torch
 
         if threads > 0:
             cv2.setNumThreads(threads)
+            torch.set_num_threads(threads)
         self.detector = make_detector(from_dict(DetectorConfig, detector))
         self.kind = from_dict(DetectorConfig, detector).kind
         self.crops = from_dict(CropConfig, crops)
@@ -505,16 +593,24 @@ class _DetectActor:
         return _table(out)
 
 
-def _select_udf(group, tracker: dict, select: dict):
-    """All rows of one video: track, keep the best crops, add one ``summary`` row."""
+def _select_udf(group, tracker: dict, select: dict, filters: dict, motion: dict):
+    """All rows of one video: track, filter, keep the best crops, add one ``summary`` row."""
     rows = group.to_pylist()
     base = {k: rows[0][k] for k in ("video_id", "source", "source_sha256")}
     dets = [_row_to_det(r) for r in rows if r["kind"] == "det"]
     end = [json.loads(r["info"]) for r in rows if r["kind"] == "end"]
     n_frames = sum(e["frames"] for e in end)
     error = "; ".join(e["error"] for e in end if e["error"])
-    chosen = select_video(dets, from_dict(TrackerConfig, tracker), from_dict(SelectConfig, select))
-    summary = summarize(dets, chosen, n_frames, error)
+    warnings = [w for e in end for w in e.get("warnings", [])]
+    mcfg = from_dict(MotionConfig, motion)
+    mmap = None
+    if mcfg.enabled:
+        mmap = MotionMap(mcfg)
+        for e in end:
+            mmap.merge(MotionMap.from_dict(e.get("motion") or {}, mcfg))
+    chosen, stats = select_video(dets, from_dict(TrackerConfig, tracker), from_dict(SelectConfig, select),
+                                 from_dict(FilterConfig, filters), mmap, mcfg)
+    summary = summarize(dets, chosen, n_frames, error, stats, warnings)
     out = [_det_to_row(base, c) for c in chosen]
     out.append({**base, "kind": "summary", "info": json.dumps(summary)})
     return _table(out)
@@ -548,14 +644,17 @@ def _ray_wave(videos: list[dict], out_dir: Path, cfg: IngestConfig) -> dict[str,
     h = output_hash(cfg)
     ds = ray.data.from_items(videos, override_num_blocks=len(videos))
     ds = ds.map_batches(_decode_udf, batch_size=1, batch_format="pyarrow", num_cpus=cfg.pool.decode_cpus,
-                        fn_kwargs={"decode": to_dict(cfg.decode)})
+                        fn_kwargs={"decode": to_dict(cfg.decode), "motion": to_dict(cfg.motion)})
     ds = ds.map_batches(_DetectActor, batch_size=1, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cfg.pool.detect_cpus,
+                        num_gpus=cfg.pool.detect_gpus or None,
                         fn_constructor_kwargs={"detector": to_dict(cfg.detector), "crops": to_dict(cfg.crops),
                                                "threads": threads})
     ds = ds.groupby("video_id", num_partitions=max(1, len(videos))).map_groups(_select_udf, batch_format="pyarrow",
                                            fn_kwargs={"tracker": to_dict(cfg.tracker),
-                                                      "select": to_dict(cfg.select)})
+                                                      "select": to_dict(cfg.select),
+                                                      "filters": to_dict(cfg.filters),
+                                                      "motion": to_dict(cfg.motion)})
     ds = ds.map_batches(_write_udf, batch_size=32, batch_format="pyarrow", num_cpus=0.5,
                         fn_kwargs={"out_dir": str(out_dir), "cfg_hash": h, "lr_size": cfg.crops.lr_size,
                                    "stage": stage_record("ingest", h)})
@@ -647,8 +746,7 @@ def _ingest(sources: list[str], out_dir: Path, cfg: IngestConfig, use_ray: bool,
                                **summary}, rows, h)
         processed.append(v["source"])
         ok_ids.add(v["video_id"])
-        log.info("%s: %d frames, %d faces, %d tracks, %d crops%s", v["source"], summary["frames"],
-                 summary["faces"], summary["tracks"], summary["crops"],
+        log.info("%s%s", video_line({"source": v["source"], **summary}).strip(),
                  f" (error: {summary['error']})" if summary.get("error") else "")
 
     if todo and use_ray:
@@ -691,9 +789,21 @@ def _ingest(sources: list[str], out_dir: Path, cfg: IngestConfig, use_ray: bool,
     return report
 
 
+def video_line(v: dict) -> str:
+    """One console line per video: frames, detections, tracks kept and what each filter dropped."""
+    dropped = ", ".join(f"{k} {n}" for k, n in (v.get("tracks_dropped") or {}).items() if n) or "none"
+    line = (f"  {Path(str(v.get('source'))).name}: {v.get('frames')} frames, {v.get('faces')} detections "
+            f"({v.get('detections_still') or 0} on still regions), {v.get('tracks_found') or 0} tracks found, "
+            f"{v.get('tracks')} kept, dropped: {dropped}; {v.get('crops')} crops")
+    for w in v.get("warnings") or []:
+        line += f"\n    warning: {w}"
+    return line
+
+
 def build_report(df, markers, splits, cfg, failed, processed, skipped, sources, seconds) -> dict[str, Any]:
-    keys = ("frames", "frames_with_faces", "faces", "tracks", "crops")
-    videos = [{k: m.get(k) for k in ("video_id", "source", "sha256", *keys, "error")} for m in markers]
+    keys = ("frames", "frames_with_faces", "frames_in_tracks", "faces", "detections_still", "tracks_found", "tracks", "tracks_dropped",
+            "dropped_why", "crops")
+    videos = [{k: m.get(k) for k in ("video_id", "source", "sha256", *keys, "error", "warnings")} for m in markers]
     split_counts = {}
     for s in ("train", "test"):
         sub = df[df["split"] == s] if len(df) else df
@@ -741,6 +851,8 @@ def main(args: argparse.Namespace) -> int:
           f"{report['tracks']} tracks, {report['crops']} crops "
           f"(train {report['splits']['train']['crops']}, test {report['splits']['test']['crops']}) -> "
           f"{Path(args.out) / MANIFEST_NAME}")
+    for v in report["videos"]:
+        print(video_line(v))
     for f in report["failed"]:
         print(f"  failed: {f['reason']}" + (f" (kept {f['frames_kept']} frames)" if f["frames_kept"] else ""),
               file=sys.stderr)

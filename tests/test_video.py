@@ -1,4 +1,6 @@
-"""video/: decoding (formats, sampling, bad inputs), Haar detection on real faces, tracking, crops."""
+"""video/: decoding (formats, sampling, bad inputs), Haar detection on real faces, tracking, crops.
+
+MTCNN (the default detector) has its own tests in test_mtcnn.py; here the Haar detector is named explicitly."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from survsr.video.track import SelectConfig, TrackerConfig, link_tracks, select_
 
 @pytest.fixture(scope="module")
 def detector():
-    return make_detector(DetectorConfig())
+    return make_detector(DetectorConfig(kind="haar"))
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +114,31 @@ def test_truncated_faststart_keeps_frames_then_raises(tmp_path):
     assert err.value.frames_decoded == len(got)
 
 
+def _patch_avi_frame_count(data: bytes, factor: int) -> bytes:
+    """Multiply the frame counts an AVI header declares (avih dwTotalFrames, strh dwLength)."""
+    import struct
+
+    b = bytearray(data)
+    for tag, off in ((b"avih", 8 + 16), (b"strh", 8 + 32)):
+        i = b.find(tag)
+        assert i >= 0, tag
+        (n,) = struct.unpack_from("<I", b, i + off)
+        struct.pack_into("<I", b, i + off, n * factor)
+    return bytes(b)
+
+
+def test_overdeclared_avi_header_is_a_warning_not_a_failure(tmp_path):
+    frames = [np.roll(background(128, 96), 5 * i, axis=1) for i in range(30)]
+    avi = write_clip(tmp_path / "clip.avi", frames, fps=25)
+    lying = tmp_path / "lying.avi"
+    lying.write_bytes(_patch_avi_frame_count(avi.read_bytes(), 2))
+    assert probe(lying)["frames"] == 60
+    warnings: list[str] = []
+    got = [f.index for f in iter_frames(lying, warnings=warnings)]  # no VideoError
+    assert got == list(range(30))
+    assert len(warnings) == 1 and "declares 60" in warnings[0] and warnings[0].startswith(str(lying))
+
+
 # ----------------------------------------------------------------------------------------- detection
 def test_carphone_pristine_face_in_most_frames_one_track(carphone_detections):
     dets = carphone_detections["pristine"]
@@ -158,7 +185,7 @@ def test_no_face_in_background(detector):
 
 def test_detector_config_validation():
     with pytest.raises(ValueError):
-        make_detector(DetectorConfig(min_face=2))
+        make_detector(DetectorConfig(kind="haar", min_face=2))
     with pytest.raises(ValueError, match="unknown detector kind"):
         make_detector(DetectorConfig(kind="yolo"))  # type: ignore[arg-type]
 
@@ -232,12 +259,12 @@ def test_http_url_source(tmp_path):
 
 def test_profile_cascade_and_sequence_mode(carphone):
     frames = [f.image for f in iter_frames(carphone["pristine"], max_frames=16)]
-    both = make_detector(DetectorConfig(profile=True))
+    both = make_detector(DetectorConfig(kind="haar", profile=True))
     dets = both.detect(frames[0])
     assert len(dets) == 1 and dets[0].detector in ("haar-frontal", "haar-profile")
     # sequence mode: region scans between full scans find the same face, close to the full-scan boxes
-    full = make_detector(DetectorConfig(full_scan_every=1)).detect_sequence(frames)
-    seq = make_detector(DetectorConfig(full_scan_every=4)).detect_sequence(frames)
+    full = make_detector(DetectorConfig(kind="haar", full_scan_every=1)).detect_sequence(frames)
+    seq = make_detector(DetectorConfig(kind="haar", full_scan_every=4)).detect_sequence(frames)
     assert sum(bool(d) for d in seq) >= 14
     for a, b in zip(full, seq):
         if a and b:

@@ -106,10 +106,10 @@ def test_configs_warm_start_off_by_default_on_in_fast():
     assert paper.warm_start == WarmStartConfig() and not paper.warm_start.enabled
     assert fast.warm_start.enabled and fast.zssr.max_iters < paper.zssr.max_iters
     assert fast.zssr.depth == paper.zssr.depth and fast.zssr.output_flip and fast.zssr.back_projection_iters == 10
-    # off, the stage hash is the one it was before warm starts existed (old outputs still resume)
-    from survsr.config import config_hash, to_dict
-
-    assert stage_hash(paper) == config_hash({"zssr": to_dict(paper.zssr), "seed": paper.pool.seed})
+    # off, the warm start's own settings do not touch the stage hash (nothing recomputes), on they do
+    off_other = load_config("zssr.yaml", ["warm_start.steps=7", "warm_start.method=reptile"])
+    assert stage_hash(off_other) == stage_hash(paper)
+    assert stage_hash(load_config("zssr.yaml", ["warm_start.enabled=true"])) != stage_hash(paper)
 
 
 TINY = ["zssr.max_iters=6", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.learning_rate_policy_check_every=3",

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # Extensions picked up when a directory is given (a file given by name is always tried, whatever its name).
 VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .mkv .webm .avi .mov .ts .mts .m2ts .mpg .mpeg .flv .wmv .3gp .ogv .y4m .h264 .h265 .hevc".split()
+    ".mp4 .m4v .mkv .webm .avi .mov .ts .mts .m2ts .mpg .mpeg .flv .wmv .3gp .ogv .y4m .h264 .h265 .hevc .gif".split()
 )
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 _GLOB_CHARS = set("*?[")
@@ -128,6 +128,30 @@ def probe(source: str | os.PathLike, timeout_s: float = 10.0) -> dict:
         container.close()
 
 
+def _decode_error(source: str, timeout_s: float) -> str | None:
+    """Decode ``source`` without frame threading; the decoder's error text, or None when it decodes cleanly."""
+    import av
+
+    container = _open(source, timeout_s)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        for _ in _decode(container, stream):
+            pass
+    except av.error.FFmpegError as exc:
+        return f"decode error ({_ffmpeg_reason(exc)})"
+    finally:
+        container.close()
+    return None
+
+
+def _decode(container, stream):
+    """``container.decode(stream)`` packet by packet: a partial last packet (file cut mid-stream) reaches the
+    decoder and raises, instead of being dropped silently."""
+    for packet in container.demux(stream):
+        yield from packet.decode()
+
+
 def iter_frames(
     source: str | os.PathLike,
     *,
@@ -138,14 +162,17 @@ def iter_frames(
     end_s: float | None = None,
     timeout_s: float = 10.0,
     check_complete: bool = True,
+    warnings: list[str] | None = None,
 ) -> Iterator[Frame]:
     """Yield sampled frames of one video file or stream.
 
     Sampling: a frame is kept when ``index % stride == 0``, it lies in ``[start_s, end_s)`` and, with ``fps``,
     at least ``1/fps`` s after the previously kept frame. ``max_frames`` bounds the number of frames yielded.
-    ``check_complete``: when the container declares a frame count and the full stream was read but more than
-    2 frames fewer came out, raise (truncated file) after yielding what was decoded.
-    Raises ``VideoError`` (message starts with the source) for missing/empty/non-video/corrupt/truncated inputs.
+    Truncation is judged by decoding, not by what the header claims: a decode error ends the video with a
+    ``VideoError`` (after yielding what was decoded). Containers often declare a wrong frame count (AVI
+    headers, edit lists, variable frame rate), so with ``check_complete`` a decoded count or duration well
+    short of the declared one is only a warning, appended to ``warnings`` (and logged).
+    Raises ``VideoError`` (message starts with the source) for missing/empty/non-video/corrupt inputs.
     """
     import av
 
@@ -166,10 +193,15 @@ def iter_frames(
         min_step = 1.0 / fps if fps else 0.0
         next_t = None
         expected = int(stream.frames or 0)
+        declared_s = float(stream.duration * tb) if stream.duration else (
+            container.duration / 1_000_000 if container.duration else 0.0)
+        last_t = 0.0
         try:
-            for frame in container.decode(stream):
+            for frame in _decode(container, stream):
                 index = decoded
                 decoded += 1
+                if frame.pts is not None and origin is not None:
+                    last_t = max(last_t, float((frame.pts - origin) * tb))
                 if frame.pts is not None:
                     if origin is None:
                         origin = frame.pts
@@ -195,13 +227,25 @@ def iter_frames(
                     stopped_early = True
                     break
         except av.error.FFmpegError as exc:
-            raise VideoError(source, f"decode error after {decoded} frames ({_ffmpeg_reason(exc)})",
+            raise VideoError(source, f"truncated or corrupt: decode error after {decoded} frames "
+                                     f"({_ffmpeg_reason(exc)})",
                              frames_decoded=decoded) from None
         if decoded == 0:
             raise VideoError(source, "no decodable frames (corrupt or truncated file)")
-        # A couple of frames short is normal (edit lists drop encoder pre-roll); more means the file was cut.
+        # Truncation is judged by decoding: a file cut mid-stream ends in a partial packet, which the decoder
+        # rejects. Frame threading hides that error, so when fewer frames came out than the header declares
+        # the stream is decoded once more without frame threads (rare: costs one extra decode). A count short
+        # of the header's alone (AVI headers, broken muxers, edit lists) is a warning only.
         if check_complete and not stopped_early and expected and decoded < expected - 2 and not is_url(source):
-            raise VideoError(source, f"truncated: decoded {decoded} of {expected} frames the container declares",
-                             frames_decoded=decoded)
+            span = f" ({last_t:.1f} s of a declared {declared_s:.1f} s)" if declared_s else ""
+            problem = _decode_error(source, timeout_s)
+            if problem:
+                raise VideoError(source, f"truncated or corrupt: {decoded} of {expected} declared frames decoded"
+                                         f"{span}, then {problem}", frames_decoded=decoded)
+            msg = (f"{source}: decoded {decoded} frames without a decode error but the container declares "
+                   f"{expected}{span}; the header count is ignored")
+            log.warning(msg)
+            if warnings is not None:
+                warnings.append(msg)
     finally:
         container.close()

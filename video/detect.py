@@ -1,6 +1,7 @@
-"""Face detection behind a small interface; OpenCV Haar cascades are the default (no weights to download).
+"""Face detection behind a small interface: MTCNN (default; weights from the facenet-pytorch wheel, see
+``video/mtcnn.py``) or OpenCV Haar cascades (no weights at all; far less precise on real camera footage).
 
-Surveillance faces are small. The frontal cascade's smallest window is 24 px, so to find faces down to
+Haar: surveillance faces are small. The frontal cascade's smallest window is 24 px, so to find faces down to
 ``min_face`` px the frame is upsampled by ``24 / min_face`` for detection (configurable) and boxes are mapped
 back to source pixels. Every box then gets a margin, is kept square and is fitted into the frame.
 """
@@ -21,11 +22,24 @@ class Detection:
     score: float  # detector confidence; for Haar: number of merged neighbour windows (higher = surer)
     detector: str  # e.g. "haar-frontal", "haar-profile"
     raw_box: tuple[int, int, int, int] | None = None  # the detector's own tight box, before margin
+    # five facial points (left eye, right eye, nose, left and right mouth corner) as x0, y0, x1, y1, ... in
+    # source-frame pixels, when the detector gives them (MTCNN does, Haar does not)
+    landmarks: tuple[float, ...] | None = None
 
 
 @dataclass
 class DetectorConfig:
-    kind: Literal["haar"] = "haar"
+    kind: Literal["mtcnn", "haar"] = "mtcnn"
+    # --- MTCNN (kind=mtcnn); facenet-pytorch's reference settings except the stricter last threshold
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.9)  # P-, R-, O-Net acceptance (O-Net's = the score)
+    pyramid_factor: float = 0.709  # image pyramid step (scale multiplier per level)
+    device: str = "auto"  # auto = cuda when the process sees a GPU (detector actor with num_gpus), else cpu
+    torch_threads: int = 0  # intra-op threads for the CPU detector; 0 = leave torch's default
+    # Reduced resolution for detection: a frame whose longer side exceeds this is area-downscaled before the
+    # cascade (boxes are mapped back; crops are still cut from the full-resolution frame). Faces smaller than
+    # min_face x (side / detect_max_side) source px are then missed. 0 = always full resolution.
+    detect_max_side: int = 0
+    # --- Haar (kind=haar)
     frontal_cascade: str = "haarcascade_frontalface_default.xml"  # file name in cv2.data.haarcascades, or path
     profile: bool = False  # also run the profile cascade (and on the mirrored frame for the other side)
     profile_cascade: str = "haarcascade_profileface.xml"
@@ -39,12 +53,21 @@ class DetectorConfig:
     margin: float = 0.25  # added on each side, as a fraction of the tight box side
     nms_iou: float = 0.3  # overlapping detections (frontal vs profile) above this IoU are merged
     min_score: float = 0.0  # drop detections whose score is below this
-    # In detect_sequence: full-frame scan every n-th frame; in between only around the faces of the previous
-    # frame (a new face is found at the next full scan, <= n-1 frames late). 1 = full scan on every frame.
-    # ``detect()`` always scans the whole frame; this only applies to ``detect_sequence``.
+    # Detection stride (both kinds): in detect_sequence a full-frame scan every n-th frame; in between the
+    # faces of the previous frame are followed (Haar: a region scan around them; MTCNN: O-Net re-scores and
+    # re-regresses the previous box, so a face that left or was a fluke is dropped). A new face is found at
+    # the next full scan, <= n-1 frames late. 1 = full scan on every frame. ``detect()`` always scans all.
     full_scan_every: int = 4
 
     def validate(self) -> None:
+        if self.kind == "mtcnn" and self.min_face < 12:
+            raise ValueError(f"min_face must be >= 12 for mtcnn (its smallest window), got {self.min_face}")
+        if len(self.thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in self.thresholds):
+            raise ValueError(f"thresholds must be three values in [0, 1], got {self.thresholds}")
+        if not 0.1 <= self.pyramid_factor < 1.0:
+            raise ValueError(f"pyramid_factor must be in [0.1, 1), got {self.pyramid_factor}")
+        if self.detect_max_side and self.detect_max_side < 48:
+            raise ValueError(f"detect_max_side must be 0 or >= 48, got {self.detect_max_side}")
         if self.min_face < 4:
             raise ValueError(f"min_face must be >= 4, got {self.min_face}")
         if self.max_face and self.max_face < self.min_face:
@@ -271,7 +294,110 @@ def _clip(box: tuple[int, int, int, int], fw: int, fh: int) -> tuple[int, int, i
     return x0, y0, x1 - x0, y1 - y0
 
 
-DETECTORS: dict[str, Callable[[DetectorConfig], Detector]] = {"haar": HaarDetector}
+class MTCNNDetector:
+    """MTCNN cascade (video/mtcnn.py) batched over the frames of a chunk.
+
+    ``detect_sequence`` runs the full cascade on every ``full_scan_every``-th frame (all of them in one batch)
+    and, in between, only O-Net on the previous frame's faces: the tracker's carried box is re-scored and
+    re-regressed, so it follows the face and is dropped when the face is gone.
+    """
+
+    def __init__(self, cfg: DetectorConfig | None = None):
+        import torch
+
+        from survsr.video.mtcnn import MTCNN
+
+        self.cfg = cfg or DetectorConfig(kind="mtcnn")
+        device = self.cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.cfg.torch_threads and device == "cpu":
+            torch.set_num_threads(self.cfg.torch_threads)
+        self.device = device
+        self.name = "mtcnn"
+        self._nets: dict[float, MTCNN] = {}
+        self._mtcnn = MTCNN
+        self._net(1.0)  # load the weights now: a missing wheel fails at construction, naming the fix
+
+    def _net(self, scale: float):
+        # min_face is in source px; on a downscaled frame the same face is ``scale`` times smaller.
+        key = round(scale, 6)
+        if key not in self._nets:
+            self._nets[key] = self._mtcnn(min_face=max(12.0, self.cfg.min_face * scale),
+                                          thresholds=self.cfg.thresholds, factor=self.cfg.pyramid_factor,
+                                          device=self.device)
+        return self._nets[key]
+
+    def _prepare(self, images) -> tuple[np.ndarray, float]:
+        import cv2
+
+        for img in images:
+            HaarDetector._check(img)
+        h, w = images[0].shape[:2]
+        side = max(h, w)
+        if not self.cfg.detect_max_side or side <= self.cfg.detect_max_side:
+            return np.stack(images), 1.0
+        s = self.cfg.detect_max_side / side
+        size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
+        return np.stack([cv2.resize(img, size, interpolation=cv2.INTER_AREA) for img in images]), s
+
+    def _to_dets(self, boxes: np.ndarray, points: np.ndarray, scale: float, fw: int, fh: int) -> list[Detection]:
+        out = []
+        for b, p in zip(boxes, points):
+            x1, y1, x2, y2 = (float(v) / scale for v in b[:4])
+            score = float(b[4])
+            if score < self.cfg.min_score:
+                continue
+            raw = _clip((int(round(x1)), int(round(y1)), int(round(x2 - x1)), int(round(y2 - y1))), fw, fh)
+            side = max(raw[2], raw[3])
+            if raw[2] <= 0 or raw[3] <= 0 or side < self.cfg.min_face * 0.75:
+                continue
+            if self.cfg.max_face and side > self.cfg.max_face:
+                continue
+            lm = tuple(round(float(v) / scale, 2) for v in np.asarray(p).reshape(-1))
+            out.append(Detection(box=expand_box(raw, self.cfg.margin, fw, fh), score=score, detector="mtcnn",
+                                 raw_box=raw, landmarks=lm))
+        out.sort(key=lambda d: (d.raw_box[0], d.raw_box[1]))
+        return out
+
+    def detect_batch(self, images) -> list[list[Detection]]:
+        if not len(images):
+            return []
+        arr, s = self._prepare(images)
+        fh, fw = images[0].shape[:2]
+        boxes, points = self._net(s).detect(arr)
+        return [self._to_dets(b, p, s, fw, fh) for b, p in zip(boxes, points)]
+
+    def detect(self, image_rgb: np.ndarray) -> list[Detection]:
+        return self.detect_batch([image_rgb])[0]
+
+    def detect_sequence(self, images) -> list[list[Detection]]:
+        images = list(images)
+        if not images:
+            return []
+        every = max(1, self.cfg.full_scan_every)
+        full_idx = list(range(0, len(images), every))
+        full = dict(zip(full_idx, self.detect_batch([images[i] for i in full_idx])))
+        fh, fw = images[0].shape[:2]
+        out: list[list[Detection]] = []
+        prev: list[Detection] = []
+        for i, img in enumerate(images):
+            if i in full:
+                dets = full[i]
+            elif prev:
+                arr, s = self._prepare([img])
+                b = np.array([[d.raw_box[0] * s, d.raw_box[1] * s, (d.raw_box[0] + d.raw_box[2]) * s,
+                               (d.raw_box[1] + d.raw_box[3]) * s, d.score] for d in prev], np.float32)
+                boxes, points = self._net(s).refine(arr, [b])
+                dets = self._to_dets(boxes[0], points[0], s, fw, fh)
+            else:
+                dets = []
+            out.append(dets)
+            prev = dets
+        return out
+
+
+DETECTORS: dict[str, Callable[[DetectorConfig], Detector]] = {"mtcnn": MTCNNDetector, "haar": HaarDetector}
 
 
 def make_detector(cfg: DetectorConfig | None = None) -> Detector:

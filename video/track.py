@@ -34,15 +34,18 @@ class TrackerConfig:
 @dataclass
 class SelectConfig:
     best_k: int = 20  # crops kept per track (0 = all)
-    sharpness_weight: float = 1.0  # quality = sharpness_weight*log1p(sharpness) + size_weight*log2(side)
+    # face quality = sharpness_weight*log1p(sharpness) + size_weight*log2(side) + frontal_weight*frontalness
+    # (frontalness in [0, 1] from the landmarks, 0 when the detector gives none)
+    sharpness_weight: float = 1.0
     size_weight: float = 1.0
+    frontal_weight: float = 2.0
     min_frame_gap: int = 0  # chosen crops of one track are at least this many frames apart (diversity)
 
     def validate(self) -> None:
         if self.best_k < 0 or self.min_frame_gap < 0:
             raise ValueError("best_k and min_frame_gap must be >= 0")
-        if self.sharpness_weight < 0 or self.size_weight < 0:
-            raise ValueError("sharpness_weight and size_weight must be >= 0")
+        if self.sharpness_weight < 0 or self.size_weight < 0 or self.frontal_weight < 0:
+            raise ValueError("sharpness_weight, size_weight and frontal_weight must be >= 0")
 
 
 _PART = -2
@@ -123,15 +126,17 @@ def link_tracks(items: Sequence[tuple[int, float, Sequence[int]]], cfg: TrackerC
     return [renumber.get(k, -1) if k >= 0 else -1 for k in assign]
 
 
-def quality(sharpness: float, side: int, cfg: SelectConfig) -> float:
-    return cfg.sharpness_weight * math.log1p(max(sharpness, 0.0)) + cfg.size_weight * math.log2(max(side, 1))
+def quality(sharpness: float, side: int, cfg: SelectConfig, frontal: float | None = None) -> float:
+    return (cfg.sharpness_weight * math.log1p(max(sharpness, 0.0)) + cfg.size_weight * math.log2(max(side, 1))
+            + cfg.frontal_weight * (frontal or 0.0))
 
 
-def select_best(items: Sequence[tuple[int, float, int]], cfg: SelectConfig | None = None) -> list[int]:
-    """``items``: (frame_index, sharpness, side) of one track's detections. Returns the indices of the
-    best ``best_k`` by quality (ties broken by frame), honouring ``min_frame_gap``, in frame order."""
+def select_best(items: Sequence[tuple], cfg: SelectConfig | None = None) -> list[int]:
+    """``items``: (frame_index, sharpness, side[, frontalness]) of one track's detections. Returns the indices
+    of the best ``best_k`` by quality (ties broken by frame), honouring ``min_frame_gap``, in frame order."""
     cfg = cfg or SelectConfig()
-    ranked = sorted(range(len(items)), key=lambda i: (-quality(items[i][1], items[i][2], cfg), items[i][0]))
+    q = [quality(it[1], it[2], cfg, it[3] if len(it) > 3 else None) for it in items]
+    ranked = sorted(range(len(items)), key=lambda i: (-q[i], items[i][0]))
     chosen: list[int] = []
     for i in ranked:
         if cfg.best_k and len(chosen) >= cfg.best_k:
@@ -140,3 +145,60 @@ def select_best(items: Sequence[tuple[int, float, int]], cfg: SelectConfig | Non
             continue
         chosen.append(i)
     return sorted(chosen, key=lambda i: items[i][0])
+
+
+# ------------------------------------------------------------------------- track-level precision filters
+@dataclass
+class FilterConfig:
+    """Filters applied to whole tracks after linking (each one off when set to 0 / false).
+
+    Order: motion gating (per detection) -> minimum length (``tracker.min_detections``) -> minimum mean
+    score -> steady size. A track is dropped by the first filter it fails; the report counts them per filter.
+    """
+
+    min_mean_score: float = 0.0  # mean detector score of the track's detections (MTCNN: O-Net probability)
+    # steady size: the median change of the face side between consecutive detections, |log(side_t/side_t-1)|;
+    # a face changes size smoothly, a false positive on texture jumps between sizes. 0 = off.
+    max_size_jitter: float = 0.25
+
+    def validate(self) -> None:
+        if self.min_mean_score < 0 or self.max_size_jitter < 0:
+            raise ValueError("filters: min_mean_score and max_size_jitter must be >= 0")
+
+
+def size_jitter(sides: Sequence[float]) -> float:
+    """Median |log ratio| of consecutive sides (0 for a track of one detection)."""
+    ratios = [abs(math.log(max(b, 1) / max(a, 1))) for a, b in zip(sides, sides[1:])]
+    if not ratios:
+        return 0.0
+    ratios.sort()
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
+
+
+def filter_track(frames: Sequence[int], scores: Sequence[float], sides: Sequence[float], min_length: int,
+                 cfg: FilterConfig) -> tuple[str, str] | None:
+    """(filter, reason) when the track (its detections in frame order) fails a filter, else None."""
+    n = len(frames)
+    if n < min_length:
+        return "min_length", f"{n} detections < {min_length}"
+    mean = sum(scores) / max(n, 1)
+    if cfg.min_mean_score and mean < cfg.min_mean_score:
+        return "min_mean_score", f"mean score {mean:.3f} < {cfg.min_mean_score}"
+    if cfg.max_size_jitter:
+        j = size_jitter(list(sides))
+        if j > cfg.max_size_jitter:
+            return "steady_size", f"size jitter {j:.3f} > {cfg.max_size_jitter}"
+    return None
+
+
+def frontalness(landmarks: Sequence[float] | None) -> float | None:
+    """1 for a frontal face, towards 0 as it turns: the nose's offset from the eyes' midpoint, in half eye
+    distances (MTCNN points: left eye, right eye, nose, ...). None without landmarks."""
+    if not landmarks or len(landmarks) < 6:
+        return None
+    lx, ly, rx, ry, nx, _ = landmarks[:6]
+    half = abs(rx - lx) / 2.0
+    if half <= 0:
+        return 0.0
+    return float(min(1.0, max(0.0, 1.0 - abs(nx - (lx + rx) / 2.0) / half)))
