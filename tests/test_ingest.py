@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from survsr.pipelines.ingest import (
-    MANIFEST_COLUMNS, IngestConfig, SplitConfig, assign_splits, load_config, run_ingest,
-)
+from survsr.pipelines.ingest import load_config, run_ingest
+from survsr.pipelines.ingest_config import MANIFEST_COLUMNS, IngestConfig, SplitConfig
+from survsr.pipelines.ingest_store import assign_splits
 from survsr import cli
 from survsr.config import ConfigError
 from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file

@@ -145,7 +145,9 @@ def test_verify_lists_what_it_did_not_check(copy, capsys):
 def test_interrupted_ingest_leaves_no_unlisted_crops(tmp_path, carphone, monkeypatch):
     """Item 4: SIGINT in the middle of writing crops (KeyboardInterrupt at the third PNG)."""
     out = tmp_path / "ing"
-    real = I.write_png
+    from survsr.pipelines import ingest_video
+
+    real = ingest_video.write_png
     calls = {"n": 0}
 
     def interrupted_write(*a, **k):
@@ -154,7 +156,7 @@ def test_interrupted_ingest_leaves_no_unlisted_crops(tmp_path, carphone, monkeyp
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(I, "write_png", interrupted_write)
+    monkeypatch.setattr(ingest_video, "write_png", interrupted_write)
     with pytest.raises(KeyboardInterrupt):
         I.run_ingest([str(carphone["pristine"])], out, _cfg(), use_ray=False)
     visible = [p for p in out.rglob("*.png") if not any(c.startswith(".") for c in p.relative_to(out).parts)]
