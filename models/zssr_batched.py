@@ -10,7 +10,7 @@ leaves its slot (its output is computed by the batched self-ensemble) and the ne
 Faces' fathers differ in size from step to step (random scale), so they sit at the top-left of a shared
 canvas and every layer's output is multiplied by the face's mask: outside the face the activations stay zero,
 which is exactly the zero padding of a convolution on the face alone. Losses are per-face means summed over
-faces, so each face's gradient is its own. The test ``tests/test_zssr.py`` checks, in float64 on CPU, that
+faces, so each face's gradient is its own. The test ``tests/models/test_zssr.py`` checks, in float64 on CPU, that
 outputs and iteration counts equal the one-at-a-time path.
 """
 

@@ -8,7 +8,7 @@ Nothing is downloaded at run time.
 The cascade follows facenet-pytorch's ``detect_face`` (thresholds, pyramid factor 0.709, NMS 0.5/0.7/0.7,
 "Min"-NMS after O-Net, box regression, squaring) with two differences: the P-Net pyramid is run on the
 whole batch of frames at once per scale, and the R-/O-Net crops are resampled with one ``roi_align`` call
-instead of a Python loop (bilinear instead of area; scores differ by ~1e-3, see tests/test_mtcnn.py).
+instead of a Python loop (bilinear instead of area; scores differ by ~1e-3, see tests/video/test_mtcnn.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ config changes, tampered outputs, missing stages, URI run directories.
 
 Most tests swap the four stage modules for small fakes that write their key files and count their calls,
 so the orchestration is tested in a second instead of minutes; one test runs the real ingest stage
-through the pipeline on Ray Data, and tests/test_faults.py runs the whole tiny pipeline via `ray job submit`.
+through the pipeline on Ray Data, and tests/cluster/test_faults.py runs the whole tiny pipeline via `ray job submit`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pytest
 
 import survsr
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ROOMS = {"survsr.models": "models", "survsr.video": "video", "survsr.pipelines": "pipelines",
          "survsr.serve": "serve", "survsr.enhance": "survsr/enhance", "survsr": "survsr"}
 # Higher rooms may import lower ones, never the reverse (survsr core = the few modules every room uses).

@@ -8,7 +8,7 @@
   Prometheus endpoint.
 
 These clusters cannot live in the pytest process (tests/conftest.py's shared ``ray_session`` owns this
-process's Ray), so each scenario runs in a fresh interpreter: ``python tests/test_faults.py SCENARIO ARGS``.
+process's Ray), so each scenario runs in a fresh interpreter: ``python tests/cluster/test_faults.py SCENARIO ARGS``.
 The scenario prints one ``FAULT_RESULT {json}`` line with what it observed and the test asserts on that.
 A scenario always tears its cluster down (``Cluster.shutdown()``, or SIGTERM to its own
 ``ray start --block``): never ``ray stop``, which would kill every Ray on the machine.
@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # when run as a script
     sys.path.insert(0, str(REPO))
 

@@ -21,7 +21,7 @@ import yaml
 
 from survsr import telemetry as M
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
 LAUNCHERS = [CLUSTER / "aws.yaml", CLUSTER / "gcp.yaml"]
 KUBE = CLUSTER / "kuberay"

@@ -12,7 +12,7 @@ import pytest
 
 from survsr.pipelines.ingest import load_config, run_ingest, video_line
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CANDIDATES = [Path(os.environ["SURVSR_FOOTAGE"])] if os.environ.get("SURVSR_FOOTAGE") else []
 CANDIDATES += [p / "shared" / "data" / "footage" for p in (REPO.parent, REPO.parent.parent)]
 FOOTAGE = next((p for p in CANDIDATES if (p / "README.md").is_file()), None)

@@ -1,7 +1,7 @@
 """survsr/telemetry.py: names, tags, the in-process tally, and no-op safety with and without Ray.
 
 That the metrics actually reach Ray's Prometheus endpoint under the documented names is checked on a real
-`ray start` cluster in tests/test_faults.py (the shared test Ray has no fast metrics export interval).
+`ray start` cluster in tests/cluster/test_faults.py (the shared test Ray has no fast metrics export interval).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from PIL import Image
 from survsr.pipelines.eval_faces import DegradationConfig, EvaluateError, degrade, folder_faces
 from survsr.pipelines.quality import MetricError, MetricsConfig, read_rgb, score_pair, sharpness, ssim
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SR_BENCH = REPO.parent / "shared" / "data" / "sr-benchmarks"
 Y_GAIN = (65.481 + 128.553 + 24.966) / 255.0  # BT.601: a grey step of d levels moves Y by 219/255 * d
 

@@ -17,7 +17,7 @@ from survsr.models.zssr import (
 )
 from survsr.models.zssr_batched import BatchedZSSR
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Face box on carphone frame 0 found once with survsr.video.detect's Haar detector (tight box 58,33,62,62); the test
 # asks the detector again and falls back to this when it finds nothing.
 FACE_CENTER = (89, 64)
