@@ -20,8 +20,8 @@ import numpy as np
 
 from survsr.config import ConfigError, config_hash, load
 from survsr.images import read_image
-from survsr.provenance import (PROVENANCE_KEY, check_output_dir, provenance, sha256_file, stage_record,
-                               write_png)
+from survsr.provenance import (PROVENANCE_KEY, OutputOverlapError, check_output_dir, provenance, sha256_file,
+                               stage_record, write_png)
 from survsr.stage import Command, batch_exit_code
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         res = upscale_files(args.images, args.out, args.method, args.scale, cfg.zssr, args.seed,
                             label=not args.no_label, generator=args.generator, warm_start=cfg.warm_start)
+    except OutputOverlapError:  # a usage error: exit 2 (survsr.stage.run_command), nothing written
+        raise
     except ValueError as exc:  # the generator itself is unusable: nothing to do for any image
         print(f"survsr upscale: {exc}")
         return 1
