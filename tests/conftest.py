@@ -73,3 +73,74 @@ def pytest_sessionfinish(session, exitstatus):
             reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
             reporter.write_line(f"CI: skipped test is a failure: {rep.nodeid}: {reason}", red=True)
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def serve_app(ray_session):
+    """``with serve_app(args, name, token) as (client, base):`` the survsr Serve app built from ``args`` on a free
+    127.0.0.1 port of the shared test Ray, up (``/healthz`` 200) before the block runs, deleted after it."""
+    import contextlib
+    import socket
+    import time
+
+    @contextlib.contextmanager
+    def run(args: dict, name: str, token: str, *, up_within_s: float = 90.0, client_timeout_s: float = 60.0):
+        import httpx
+        from ray import serve
+
+        from survsr.serve.app import build_app
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(args), name=name, route_prefix="/", blocking=False)
+        base = f"http://127.0.0.1:{port}"
+        client = httpx.Client(base_url=base, timeout=client_timeout_s, headers={"Authorization": f"Bearer {token}"})
+        deadline = time.time() + up_within_s
+        try:
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.time() < deadline, "service did not come up"
+                time.sleep(0.5)
+            yield client, base
+        finally:
+            client.close()
+            serve.delete(name)
+            serve.shutdown()
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def lfw_faces_dir():
+    """``lfw_faces_dir(root, n)``: an ingest directory whose faces.parquet follows the ingest contract, with n
+    real 32x32 face crops (LFW via scikit-image), one track, the first crop in the test split."""
+    def make(root: Path, n: int = 3) -> Path:
+        import numpy as np
+        import pandas as pd
+        from PIL import Image
+        from skimage.data import lfw_subset
+
+        from survsr.provenance import write_png
+
+        faces = lfw_subset()[:n]
+        rows = []
+        for k, f in enumerate(faces):
+            img = np.asarray(Image.fromarray((f * 255).astype(np.uint8)).resize((32, 32), Image.BICUBIC))
+            rel = f"crops/lr/face{k}.png"
+            sha = write_png(root / rel, np.repeat(img[:, :, None], 3, axis=2))
+            rows.append({"crop_id": f"abc123-f{k:06d}-0", "source_path": "/data/cam.mp4", "source_sha256": "ab" * 32,
+                         "frame_index": k, "time_s": k / 25.0, "box_x": 10, "box_y": 12, "box_w": 40, "box_h": 40,
+                         "detector": "haar-frontal", "score": 9.0, "track_id": "t0", "split": "train" if k else "test",
+                         "native_path": rel, "native_w": 32, "native_h": 32, "lr_path": rel, "lr_size": 32,
+                         "resize_method": "area", "sharpness": 1.0, "sha256": sha, "native_sha256": sha,
+                         "config_hash": "0" * 16})
+        pd.DataFrame(rows).to_parquet(root / "faces.parquet")
+        return root
+
+    return make

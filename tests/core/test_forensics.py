@@ -96,11 +96,13 @@ def test_verify_passes_on_fresh_outputs(runs):
     faces = pd.read_parquet(runs["a"] / "faces" / "faces.parquet")
     res = V.verify_paths([runs["a"]], pixels=True)
     assert {r.status for r in res} == {V.VERIFIED}, [p.describe() for r in res for p in r.problems][:5]
-    # every crop's native, LR and ZSSR HR PNG was reached, each traced to the source video and its frame
-    assert len(res) == 3 * len(faces)
+    # every crop's native and LR PNG and every ZSSR HR PNG (D's faces and the test split: the paper's
+    # selection) was reached, each traced to the source video and its frame
+    hr = pd.read_parquet(runs["a"] / "zssr" / "zssr.parquet")
+    assert 0 < len(hr) <= len(faces) and len(res) == 2 * len(faces) + len(hr)
     assert {r.source for r in res} == {str(runs["source"])}
     assert {r.frame_index for r in res} == set(faces["frame_index"])
-    assert sorted(r.kind for r in res).count("zssr_hr") == len(faces)
+    assert sorted(r.kind for r in res).count("zssr_hr") == len(hr)
     assert V.exit_code(res) == 0
 
 

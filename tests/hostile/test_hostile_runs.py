@@ -165,7 +165,7 @@ def test_interrupted_ingest_leaves_no_unlisted_crops(tmp_path, carphone, monkeyp
     audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["outcome"] == "interrupted" and audit[-1]["command"] == "ingest"
     # re-running resumes into a clean, fully verifiable directory
-    monkeypatch.setattr(I, "write_png", real)
+    monkeypatch.setattr(ingest_video, "write_png", real)
     rep = I.run_ingest([str(carphone["pristine"])], out, _cfg(), use_ray=False)
     assert rep["crops"] > 0
     assert V.exit_code(V.verify_paths([out])) == 0

@@ -11,7 +11,6 @@ small random generator, a bounded number of requests).
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import time
 from pathlib import Path
@@ -126,21 +125,10 @@ def test_long_calls_release_the_model_between_forwards(gen_path):
 
 # ----------------------------------------------------------------------------- the running service
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def service(ray_session, gen_path, tmp_path_factory):
-    import httpx
-    from ray import serve
-
+def service(serve_app, gen_path, tmp_path_factory):
     from survsr.provenance import sha256_bytes
-    from survsr.serve.app import build_app
 
-    port = _free_port()
     jobs = tmp_path_factory.mktemp("hostile-jobs")
     allowed = tmp_path_factory.mktemp("allowed")
     secret = allowed.parent / "secret"
@@ -157,23 +145,8 @@ def service(ray_session, gen_path, tmp_path_factory):
         "streams": {"allowed_prefixes": [str(allowed), "http://127.0.0.1:8099"], "out_dir": str(jobs / "streams"),
                     "num_cpus": 64},
     }
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(args), name="survsr-hostile", route_prefix="/", blocking=False)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20.0,
-                          headers={"Authorization": f"Bearer {TOKEN}"})
-    deadline = time.time() + 90
-    while True:
-        try:
-            if client.get("/healthz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, "service did not come up"
-        time.sleep(0.5)
-    yield {"client": client, "jobs": jobs, "allowed": allowed, "gen": gen_path}
-    client.close()
-    serve.delete("survsr-hostile")
-    serve.shutdown()
+    with serve_app(args, "survsr-hostile", TOKEN, client_timeout_s=20.0) as (client, _):
+        yield {"client": client, "jobs": jobs, "allowed": allowed, "gen": gen_path}
 
 
 def test_stream_allow_list_on_the_endpoint(service):

@@ -118,17 +118,15 @@ TINY = ["zssr.max_iters=6", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.l
         "warm_start.steps=5", "warm_start.faces_per_step=2"]
 
 
-def test_pool_trains_the_init_once_records_its_hash_and_resume_reuses_it(tmp_path, ray_session):
-    from test_zssr_pool import _faces_dir
-
+def test_pool_trains_the_init_once_records_its_hash_and_resume_reuses_it(tmp_path, ray_session, lfw_faces_dir):
     from survsr.images import read_image
     from survsr.pipelines.zssr_pool import load_config, run_zssr
     from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
 
-    faces = _faces_dir(tmp_path / "faces", 3)
+    faces = lfw_faces_dir(tmp_path / "faces", 3)
     df = pd.read_parquet(faces / "faces.parquet")
     out = tmp_path / "zssr"
-    cfg = load_config("zssr_fast.yaml", TINY)
+    cfg = load_config("zssr_fast.yaml", [*TINY, "select.generator_faces=true"])  # all 3 faces, whatever their role
     s1 = run_zssr(faces, out, cfg)
     ws = s1["warm_start"]
     assert (s1["done"], s1["ran"]) == (3, 3) and ws["trained"] is True and ws["face_iterations"] == 10
@@ -164,15 +162,17 @@ def test_upscale_warm_start_learns_from_the_given_images(tmp_path, faces):
     from survsr.pipelines.zssr_pool import load_config
     from survsr.provenance import PROVENANCE_KEY, read_png_text
 
+    src = tmp_path / "in"  # outputs never go into an input's directory
+    src.mkdir()
     for k in range(2):
-        Image.fromarray(faces[k]).save(tmp_path / f"cam{k}.png")
-    (tmp_path / "junk.png").write_bytes(b"not a png")
-    files = [str(tmp_path / n) for n in ("cam0.png", "junk.png", "cam1.png")]
+        Image.fromarray(faces[k]).save(src / f"cam{k}.png")
+    (src / "junk.png").write_bytes(b"not a png")
+    files = [str(src / n) for n in ("cam0.png", "junk.png", "cam1.png")]
     sets = [t for t in TINY if t.startswith(("zssr.", "warm_start."))]
     args = ["upscale", *files, "--config", "zssr_fast.yaml", "--method", "zssr", "--out", str(tmp_path / "o")]
     for t in sets:
         args += ["--set", t]
-    assert main(args) == 1  # junk.png is reported, the others are done
+    assert main(args) == 3  # done with failures: junk.png is reported, the others are done
     cfg = load_config("zssr_fast.yaml", sets)
     init, _ = train_init(faces[:2], cfg.zssr, cfg.warm_start)
     sha = sha256_bytes(init_to_bytes(init))

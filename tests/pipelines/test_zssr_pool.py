@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +10,7 @@ import pytest
 from PIL import Image
 
 from survsr.pipelines.zssr_pool import ZSSRStageConfig, load_config, run_zssr
-from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file, write_png
+from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
 
 TINY = ["zssr.max_iters=6", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.learning_rate_policy_check_every=3",
         "zssr.learning_rate_slope_range=6", "zssr.width=16", "zssr.depth=4", "zssr.back_projection_iters=2",
@@ -19,28 +18,8 @@ TINY = ["zssr.max_iters=6", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.l
         "select.generator_faces=true"]  # the pool contract on every face; the paper's selection: see below
 
 
-def _faces_dir(root: Path, n: int = 3) -> Path:
-    """A faces.parquet that follows the ingest contract, with real 32x32 face crops (LFW via scikit-image)."""
-    from skimage.data import lfw_subset
-
-    faces = lfw_subset()[:n]
-    rows = []
-    for k, f in enumerate(faces):
-        img = np.asarray(Image.fromarray((f * 255).astype(np.uint8)).resize((32, 32), Image.BICUBIC))
-        rel = f"crops/lr/face{k}.png"
-        sha = write_png(root / rel, np.repeat(img[:, :, None], 3, axis=2))
-        rows.append({"crop_id": f"abc123-f{k:06d}-0", "source_path": "/data/cam.mp4", "source_sha256": "ab" * 32,
-                     "frame_index": k, "time_s": k / 25.0, "box_x": 10, "box_y": 12, "box_w": 40, "box_h": 40,
-                     "detector": "haar-frontal", "score": 9.0, "track_id": "t0", "split": "train" if k else "test",
-                     "native_path": rel, "native_w": 32, "native_h": 32, "lr_path": rel, "lr_size": 32,
-                     "resize_method": "area", "sharpness": 1.0, "sha256": sha, "native_sha256": sha,
-                     "config_hash": "0" * 16})
-    pd.DataFrame(rows).to_parquet(root / "faces.parquet")
-    return root
-
-
-def test_pool_writes_contract_retries_reports_and_resumes(tmp_path, ray_session):
-    faces = _faces_dir(tmp_path / "faces", 3)
+def test_pool_writes_contract_retries_reports_and_resumes(tmp_path, ray_session, lfw_faces_dir):
+    faces = lfw_faces_dir(tmp_path / "faces", 3)
     df = pd.read_parquet(faces / "faces.parquet")
     # A fourth face whose LR file is corrupt: retried once, then reported; the others are unaffected.
     bad = df.iloc[0].to_dict() | {"crop_id": "abc123-f000009-0", "lr_path": "crops/lr/broken.png", "sha256": "0" * 64}
@@ -88,7 +67,7 @@ def test_pool_writes_contract_retries_reports_and_resumes(tmp_path, ray_session)
     assert pd.read_parquet(out / "zssr.parquet").set_index("crop_id").loc[victim, "sha256"] == old_sha
 
 
-def test_pool_cli_and_bad_manifests(tmp_path, ray_session, capsys):
+def test_pool_cli_and_bad_manifests(tmp_path, ray_session, capsys, lfw_faces_dir):
     from survsr.cli import main
 
     empty = tmp_path / "empty"
@@ -101,7 +80,7 @@ def test_pool_cli_and_bad_manifests(tmp_path, ray_session, capsys):
     assert main(["zssr", "--faces", str(empty), "--out", str(tmp_path / "o3")]) == 1
     assert "no faces" in capsys.readouterr().out
 
-    faces = _faces_dir(tmp_path / "faces", 1)
+    faces = lfw_faces_dir(tmp_path / "faces", 1)
     args = ["zssr", "--faces", str(faces), "--out", str(tmp_path / "o4")]
     for t in TINY:
         args += ["--set", t]
@@ -111,10 +90,11 @@ def test_pool_cli_and_bad_manifests(tmp_path, ray_session, capsys):
     assert main(args + ["--set", "zssr.sacle=3"]) == 2  # config error names the key
 
 
-def test_paper_default_runs_zssr_only_on_the_discriminators_faces_and_the_test_split(tmp_path, ray_session):
+def test_paper_default_runs_zssr_only_on_the_discriminators_faces_and_the_test_split(tmp_path, ray_session,
+                                                                                     lfw_faces_dir):
     """configs/zssr.yaml (the paper): the generator's faces (role G, by track) stay LR; D's faces and the
     test split are super-resolved. An ingest-written role column is what decides."""
-    faces = _faces_dir(tmp_path / "faces", 6)
+    faces = lfw_faces_dir(tmp_path / "faces", 6)
     df = pd.read_parquet(faces / "faces.parquet")
     df["track_id"] = ["t9", "t9", "t0", "t0", "t1", "t1"]
     df["split"] = ["test", "test", "train", "train", "train", "train"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import io
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -17,12 +16,6 @@ import pytest
 from survsr.serve.synthetic import make_clip
 
 TOKEN = "test-token-123"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -50,14 +43,9 @@ def gen_path(tiny_generator) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(ray_session, gen_path, tmp_path_factory):
-    import httpx
-    from ray import serve
-
-    from survsr.serve.app import build_app
+def server(serve_app, gen_path, tmp_path_factory):
     from survsr.provenance import sha256_bytes
 
-    port = _free_port()
     jobs = tmp_path_factory.mktemp("jobs")
     args = {
         "generator": str(gen_path), "app_name": "survsr-test", "ingress_num_cpus": 0.1,
@@ -72,23 +60,8 @@ def server(ray_session, gen_path, tmp_path_factory):
         "streams": {"allowed_prefixes": ["http://127.0.0.1:"], "out_dir": str(jobs / "streams"),
                     "num_cpus": 0.25},
     }
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(args), name="survsr-test", route_prefix="/", blocking=False)
-    base = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=base, timeout=60.0, headers={"Authorization": f"Bearer {TOKEN}"})
-    deadline = time.time() + 60
-    while True:
-        try:
-            if client.get("/healthz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, "service did not come up"
-        time.sleep(0.5)
-    yield {"base": base, "client": client, "jobs": jobs, "port": port}
-    client.close()
-    serve.delete("survsr-test")
-    serve.shutdown()
+    with serve_app(args, "survsr-test", TOKEN, up_within_s=60) as (client, base):
+        yield {"base": base, "client": client, "jobs": jobs}
 
 
 def test_image_round_trip_matches_generator(server, gen_path):
@@ -273,7 +246,7 @@ def test_video_job_end_to_end(server, tmp_path):
     import zipfile
 
     st3 = _wait_job(c, r3.json()["job_id"])
-    assert st3["state"] == "done", st3
+    assert st3["state"] == "done", (st3.get("error"), st3)
     res3 = c.get(f"/v1/videos/{r3.json()['job_id']}/result")
     assert res3.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(res3.content)) as z:
