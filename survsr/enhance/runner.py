@@ -28,6 +28,12 @@ class EngineConfig:
     compile_mode: str = "max-autotune"  # torch.compile mode; max-autotune adds CUDA graphs on GPU
     fuse_bn: bool = True  # fold BatchNorm into the convs (GPU only; CPU keeps the exact graph)
     max_pixels_per_batch: int = 16_000_000  # input pixels per forward pass; bounds activation memory
+    # A frame larger than tile x tile input pixels goes through in tiles, one forward each, so that one big image
+    # never holds the model (and its lock) for the whole frame; 0 = whole frames. Each tile is read with
+    # tile_overlap pixels of context on every side (>= the generator's receptive-field radius, ~40 LR pixels
+    # for 16 residual blocks), and only its centre is kept: the stitched image equals the whole-frame one.
+    tile: int = 0
+    tile_overlap: int = 48
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
 
     def validate(self) -> None:
@@ -35,6 +41,8 @@ class EngineConfig:
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.max_pixels_per_batch < 1:
             raise ValueError("max_pixels_per_batch must be >= 1")
+        if self.tile < 0 or self.tile_overlap < 0:
+            raise ValueError("tile and tile_overlap must be >= 0")
 
 
 def fuse_batchnorm(model):
@@ -149,22 +157,44 @@ class Enhancer:
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
                 raise ValueError(f"frame {i}: expected uint8 HxWx3, got {img.dtype} {img.shape}")
             groups.setdefault(img.shape, []).append(i)
+        tile = self.cfg.tile
         for shape, idx in groups.items():
+            if tile and (shape[0] > tile or shape[1] > tile):
+                for i in idx:
+                    out[i] = self._enhance_tiled(images[i])
+                continue
             per = max(1, self.cfg.max_pixels_per_batch // (shape[0] * shape[1]))
             for start in range(0, len(idx), per):
                 chunk = idx[start:start + per]
                 # The lock is taken per forward, not per call: a long call (8 frames at 1080p) is a series of
                 # bounded forwards, and other callers' forwards interleave between them.
-                with self._lock:
-                    self.busy_since = time.monotonic()
-                    try:
-                        res = self._forward(np.stack([images[i] for i in chunk]))
-                    finally:
-                        self.busy_since = None
+                res = self._locked_forward(np.stack([images[i] for i in chunk]))
                 for j, i in enumerate(chunk):
                     out[i] = res[j]
         self.forwards_ok += 1
         return out  # type: ignore[return-value]
+
+    def _locked_forward(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.busy_since = time.monotonic()
+            try:
+                return self._forward(batch)
+            finally:
+                self.busy_since = None
+
+    def _enhance_tiled(self, img: np.ndarray) -> np.ndarray:
+        """One large frame as a series of bounded forwards: each tile with its context, only its centre kept."""
+        h, w = img.shape[:2]
+        t, m, s = self.cfg.tile, self.cfg.tile_overlap, self.scale
+        out = np.empty((h * s, w * s, 3), dtype=np.uint8)
+        for y0 in range(0, h, t):
+            for x0 in range(0, w, t):
+                y1, x1 = min(y0 + t, h), min(x0 + t, w)
+                wy0, wx0 = max(0, y0 - m), max(0, x0 - m)
+                wy1, wx1 = min(h, y1 + m), min(w, x1 + m)
+                res = self._locked_forward(np.ascontiguousarray(img[None, wy0:wy1, wx0:wx1]))[0]
+                out[y0 * s:y1 * s, x0 * s:x1 * s] = res[(y0 - wy0) * s:(y1 - wy0) * s, (x0 - wx0) * s:(x1 - wx0) * s]
+        return out
 
     def health(self) -> str:
         """Liveness without waiting on inference: a tiny forward when the model is idle, else "busy" (a

@@ -123,6 +123,23 @@ def test_long_calls_release_the_model_between_forwards(gen_path):
     assert order.count("big") == 8 and order.index("small") < 7
 
 
+def test_one_large_image_is_tiled_into_bounded_forwards_with_the_same_pixels(gen_path):
+    """Item 6: a single large frame no longer holds the model for its whole forward: it goes through in tiles
+    (one locked forward each, context around every tile), and the stitched output is the whole-frame output."""
+    from survsr.enhance.runner import EngineConfig, Enhancer
+
+    img = np.random.default_rng(3).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    whole = Enhancer(gen_path, EngineConfig(device="cpu")).enhance([img])[0]
+    tiled = Enhancer(gen_path, EngineConfig(device="cpu", tile=32, tile_overlap=24))
+    shapes: list[tuple[int, ...]] = []
+    real = tiled._forward
+    tiled._forward = lambda batch: (shapes.append(batch.shape), real(batch))[1]
+    out = tiled.enhance([img])[0]
+    assert len(shapes) == 9 and max(h * w for _, h, w, _ in shapes) <= (32 + 2 * 24) ** 2  # 3 x 3 tiles
+    assert out.shape == whole.shape
+    assert np.abs(out.astype(int) - whole.astype(int)).max() <= 1 and np.mean(out == whole) > 0.999
+
+
 # ----------------------------------------------------------------------------- the running service
 
 @pytest.fixture(scope="module")
