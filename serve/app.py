@@ -416,7 +416,10 @@ class Ingress:
             shutil.rmtree(jd, ignore_errors=True)
             raise
         _write_status(jd, job_id=job_id, state="queued", mode=mode, bytes=size, probe=probe, frames_done=0)
-        task = ray.remote(run_video_job).options(num_cpus=self.args.jobs.num_cpus, max_retries=0)
+        # max_calls=1: each job in a fresh worker process. A reused worker keeps the Serve client it cached for
+        # an earlier application (e.g. before a `serve shutdown` and restart in the same Ray), and its
+        # deployment handle then points at a controller that is gone.
+        task = ray.remote(max_calls=1)(run_video_job).options(num_cpus=self.args.jobs.num_cpus, max_retries=0)
         self.jobs[job_id] = task.remote(str(jd), input_name, mode, self.args_dict, self.args.app_name)
         return {"job_id": job_id, "state": "queued", "mode": mode, "status_url": f"/v1/videos/{job_id}",
                 "result_url": f"/v1/videos/{job_id}/result", "probe": probe}

@@ -242,7 +242,8 @@ def scenario_serve_replica_killed(args: dict) -> dict:
                               "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
                     "batch": {"max_batch_size": 4, "batch_wait_timeout_s": 0.01},
                     "jobs": {"dir": args["jobs"], "num_cpus": 0.1}}
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        # One proxy, on the head: this cluster's nodes share one host, so a proxy per node would race for the port.
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(app_args), name="faults", route_prefix="/", blocking=False)
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
         buf = io.BytesIO()

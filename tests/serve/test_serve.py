@@ -224,7 +224,7 @@ def test_video_job_end_to_end(server, tmp_path):
     r2 = c.post("/v1/videos?mode=side-by-side", content=clip.read_bytes())
     assert r2.status_code == 202
     st = _wait_job(c, job)
-    assert st["state"] == "done", st
+    assert st["state"] == "done", (st.get("error"), st)
     res = c.get(f"/v1/videos/{job}/result")
     assert res.status_code == 200 and res.headers["content-type"] == "video/mp4"
     out = tmp_path / "out.mp4"
