@@ -1,4 +1,4 @@
-"""Super-resolve each evaluation face by every method and score it: a plain class (``Enhancer``) that works
+"""Super-resolve each evaluation face by every method and score it: a plain class (``FaceScorer``) that works
 without Ray, and the Ray Data layer that runs it over all faces on an actor pool (one generator / ZSSR set-up
 per actor, not per face).
 
@@ -69,7 +69,7 @@ def load_zssr_config(config: str | None, overrides: list[str], scale: int):
     return cfg
 
 
-class Enhancer:
+class FaceScorer:
     """Loads what the methods need once, then enhances and scores items."""
 
     def __init__(self, scale: int = 2, generator: str | None = None, zssr: dict | None = None,
@@ -91,23 +91,20 @@ class Enhancer:
 
     # ------------------------------------------------------------ methods
     def _srgan(self, lr: np.ndarray, method: str = "srgan") -> np.ndarray:
-        import torch
-
+        """Through the one generator runner (``survsr.enhance.runner``), as the service and the archive job: the
+        same device choice and the same quantisation, so the report scores the pixels users get."""
         if method not in self._generators:
-            from survsr.models.export import load_generator
+            from survsr.enhance.runner import Enhancer
 
             path = self.generator_paths.get(method)
             if path is None:
                 raise ValueError(f"no generator for method {method!r}")
-            g = load_generator(path, "cpu")
-            gscale = getattr(g.cfg, "scale", self.scale)
-            if gscale != self.scale:
-                raise ValueError(f"{path}: generator is x{gscale}, evaluation scale is x{self.scale}")
-            self._generators[method] = g
-        x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
-        with torch.inference_mode():
-            y = self._generators[method](x).clamp(0.0, 1.0)
-        return (y[0].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+            runner = Enhancer(path)
+            if runner.scale != self.scale:
+                raise ValueError(f"{path}: generator is x{runner.scale}, evaluation scale is x{self.scale}")
+            self._generators[method] = runner
+        rgb = np.repeat(lr[..., None], 3, axis=2) if lr.ndim == 2 else lr
+        return self._generators[method].enhance([np.ascontiguousarray(rgb)])[0]
 
     def _zssr(self, lr: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
         from survsr.models.zssr import super_resolve
@@ -196,7 +193,7 @@ class Enhancer:
 
 
 def run_local(items: list[dict], **enhancer_kwargs) -> list[dict]:
-    enh = Enhancer(**enhancer_kwargs)
+    enh = FaceScorer(**enhancer_kwargs)
     rows: list[dict] = []
     for i, item in enumerate(items, 1):
         rows.extend(enh.process(item))
@@ -215,7 +212,7 @@ def run_ray(items: list[dict], *, actors: int, batch_size: int,
     size = max(1, min(actors, len(items)))
     # Many small blocks: one ZSSR face costs seconds, so work must spread over the actors evenly.
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), size * 4)))
-    out = ds.map_batches(Enhancer, fn_constructor_kwargs=enhancer_kwargs, batch_size=batch_size,
+    out = ds.map_batches(FaceScorer, fn_constructor_kwargs=enhancer_kwargs, batch_size=batch_size,
                          batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=size), num_cpus=1)
     rows = out.take_all()
     return [dict(r) for r in rows]
