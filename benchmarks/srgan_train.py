@@ -186,10 +186,13 @@ def bench_quality(args) -> dict:
     import pandas as pd
     import torch
     from PIL import Image
-    from skimage.metrics import peak_signal_noise_ratio as psnr
 
     from survsr.models.export import load_generator
+    from survsr.pipelines.quality import MetricsConfig, score_pair
     from survsr.pipelines.train_srgan import load_config, run_train
+
+    def psnr(ref, test):  # RGB, whole image: the definition of the figures already in docs/benchmarks.md
+        return score_pair(ref, test, cfg=MetricsConfig(border=0))["psnr_rgb"]
     from survsr.provenance import write_parquet_atomic, write_png
     from survsr.ray_utils import RayConfig, init_ray
 
@@ -221,8 +224,8 @@ def bench_quality(args) -> dict:
         rec = {"bench": "srgan_quality_carphone", "steps": summary["final_step"],
                "train_s": round(time.perf_counter() - t0, 1), "config": args.config, "overrides": over,
                "mediator": summary["mediator_status"], "n_test": len(test),
-               "psnr_generator": round(float(np.mean([psnr(t, s, data_range=255) for t, s in zip(test, sr)])), 2),
-               "psnr_bicubic": round(float(np.mean([psnr(t, b, data_range=255) for t, b in zip(test, bic)])), 2),
+               "psnr_generator": round(float(np.mean([psnr(t, s) for t, s in zip(test, sr)])), 2),
+               "psnr_bicubic": round(float(np.mean([psnr(t, b) for t, b in zip(test, bic)])), 2),
                "machine": _machine(_device("cpu"))}
     print(json.dumps(rec), flush=True)
     return rec
