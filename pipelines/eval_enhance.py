@@ -45,11 +45,10 @@ RESULT_COLUMNS = ["key", "protocol", "face_id", "degradation", "method", "psnr_r
 
 def load_zssr_config(config: str | None, overrides: list[str], scale: int):
     """The ZSSR model's config: the ``zssr:`` section of configs/zssr.yaml (or of the given file; a file
-    that is just the model's keys also works) with the evaluation's overrides on top.
-    Raises ImportError when the ZSSR model is not in this checkout."""
+    that is just the model's keys also works) with the evaluation's overrides on top."""
     from survsr.models.zssr import ZSSRConfig
 
-    from survsr.config import ConfigError, from_dict, parse_override, read_yaml, resolve_path
+    from survsr.config import ConfigError, apply_overrides, from_dict, read_yaml, resolve_path
 
     path = resolve_path(config, "zssr.yaml")
     data: dict = {}
@@ -57,12 +56,7 @@ def load_zssr_config(config: str | None, overrides: list[str], scale: int):
         data = read_yaml(path)
         if isinstance(data.get("zssr"), dict):
             data = dict(data["zssr"])
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
+    apply_overrides(data, overrides)
     cfg = from_dict(ZSSRConfig, data, f"{path}:zssr" if path is not None else "zssr")
     if float(getattr(cfg, "scale", scale)) != float(scale):
         raise ConfigError(f"ZSSR config scale is {cfg.scale} but the evaluation scale is {scale}")

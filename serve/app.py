@@ -43,7 +43,7 @@ from survsr.enhance.runner import EngineConfig
 from survsr.enhance.frames import mark_crop
 from survsr.serve.uploads import BadInput, decode_image
 from survsr.serve.schema import MODEL_DEPLOYMENT, ServeArgs
-from survsr.config import ConfigError, config_hash, from_dict, parse_override, to_dict
+from survsr.config import ConfigError, apply_overrides, config_hash, from_dict, to_dict
 from survsr.stage import Command
 
 log = logging.getLogger("survsr.serve")
@@ -610,15 +610,7 @@ def read_serve_config(path: str | Path | None, overrides: list[str]) -> tuple[di
     if not apps or not isinstance(apps, list):
         raise ConfigError(f"{p}: applications: expected a list with the survsr app")
     app = apps[0]
-    args = dict(app.get("args") or {})
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = args
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text}: {k} is not a section")
-        node[keys[-1]] = value
+    args = apply_overrides(dict(app.get("args") or {}), overrides)
     from_dict(ServeArgs, args, f"{p}: applications[0].args:")  # validate early, naming the file
     return dict(doc.get("http_options") or {}), app, args
 
@@ -687,13 +679,7 @@ def _start_streams(args: argparse.Namespace, app_name: str) -> dict:
 
     out = {}
     for i, src in enumerate(args.stream):
-        data: dict = {"source": src, "out_dir": str(Path(args.stream_out) / f"stream{i}")}
-        for text in args.stream_set:
-            keys, value = parse_override(text)
-            node = data
-            for k in keys[:-1]:
-                node = node.setdefault(k, {})
-            node[keys[-1]] = value
+        data = apply_overrides({"source": src, "out_dir": str(Path(args.stream_out) / f"stream{i}")}, args.stream_set)
         cfg = _fd(StreamConfig, data, "--stream-set:")  # a bad key is a ConfigError naming it
         out[src] = start_stream(cfg, app_name=app_name)
         print(f"survsr serve: enhancing stream {src} -> {cfg.out_dir}", flush=True)

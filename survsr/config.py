@@ -147,6 +147,15 @@ def _apply_override(data: dict, keys: list[str], value: Any, source: str) -> Non
     node[keys[-1]] = value
 
 
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``key.sub=value`` overrides to a raw (not yet validated) config mapping, in place; returns it.
+    The one override parser: stage configs, the evaluation's ZSSR section and the Serve app's args use it."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        _apply_override(data, keys, value, text)
+    return data
+
+
 def resolve_path(path: str | Path | None, default_name: str | None) -> Path | None:
     """A config argument may be a path or a bare name of a file in ``configs/``."""
     if path is None:
@@ -188,10 +197,7 @@ def load(
     resolved = resolve_path(path, default_name)
     data = read_yaml(resolved) if resolved is not None else {}
     label = f"{resolved}:" if resolved is not None else ""
-    for text in overrides:
-        keys, value = parse_override(text)
-        _apply_override(data, keys, value, text)
-    return _build(schema, data, label)
+    return _build(schema, apply_overrides(data, overrides), label)
 
 
 def from_dict(schema: type[T], data: dict | None, label: str = "") -> T:
