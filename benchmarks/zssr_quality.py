@@ -7,6 +7,7 @@ The ZSSR paper reports 37.37 dB (Set5) / 33.00 dB (Set14); bicubic scores 33.67 
   .venv/bin/python benchmarks/zssr_quality.py                 # full, paper schedule (GPU: minutes; CPU: hours)
   .venv/bin/python benchmarks/zssr_quality.py --smoke         # 1 image, 96x96 centre crop, 20 iterations
   .venv/bin/python benchmarks/zssr_quality.py --sets Set5 --set zssr.max_iters=500 --device cuda
+  .venv/bin/python benchmarks/zssr_quality.py --sets Set5 --gradual --images head woman   # official gradual x2
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from survsr.models.zssr import ZSSR  # noqa: E402
+from survsr.models.zssr_gradual import GradualZSSR  # noqa: E402
 from survsr.pipelines.quality import score_pair  # noqa: E402
 from survsr.pipelines.zssr_pool import load_config  # noqa: E402
 
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default; --smoke: 1)")
     ap.add_argument("--json", type=Path, default=None, help="write rows and means here")
+    ap.add_argument("--gradual", action="store_true",
+                    help="the official X2_GRADUAL_IDEAL_CONF (survsr.models.zssr_gradual; x2 only, ~6x the compute)")
+    ap.add_argument("--images", nargs="+", default=None, help="only these image stems")
     args = ap.parse_args(argv)
     overrides = list(args.overrides) + [f"zssr.scale={float(args.scale)}"]
     if args.smoke:
@@ -71,13 +76,15 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads or 1)
     cfg = load_config(args.config, overrides).zssr
-    engine = ZSSR(cfg)
+    if args.gradual and args.scale != 2:
+        ap.error("--gradual: x2 only (the official gradual factors)")
+    engine = GradualZSSR(cfg) if args.gradual else ZSSR(cfg)
     rows = []
     print(f"ZSSR x{args.scale} on {engine.device} ({engine.dtype}, amp={engine.amp}); max_iters={cfg.max_iters}")
     print(f"{'set':6} {'image':12} {'size':>9} {'bic PSNR':>9} {'ZSSR PSNR':>9} {'bic SSIM':>8} {'ZSSR SSIM':>9} "
           f"{'iters':>5} {'sec':>7}")
     for set_name in args.sets:
-        files = sorted((args.data / set_name).glob("*.png"))
+        files = sorted(p for p in (args.data / set_name).glob("*.png") if not args.images or p.stem in args.images)
         if not files:
             print(f"no images in {args.data / set_name}", file=sys.stderr)
             return 2
@@ -104,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{m['ssim_bicubic']:8.4f} {m['ssim_zssr']:9.4f} {'':5} {m['seconds']:7.1f}")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "means": means, "device": str(engine.device),
-                                         "overrides": overrides}, indent=1))
+                                         "overrides": overrides, "gradual": args.gradual}, indent=1))
     return 0
 
 

@@ -22,11 +22,13 @@ path draws for the same face and seed, whatever else shares the batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -57,6 +59,11 @@ class ZSSRConfig:
     leave_as_is_probability: float = 0.05
     no_interpolate_probability: float = 0.45
     min_scale: float = 0.5                  # fathers are the input downscaled by [min_scale, 1]
+    augmentation: str = "dihedral"          # dihedral (this code) | affine (official random_augment, see below)
+    scale_diff_sigma: float = 0.25          # affine only: x/y scale difference ~ N(0, sigma) (official 0.25)
+    shear_sigma: float = 0.1                # affine only: shear ~ N(0, sigma) (official 0.1)
+    resampler: str = "torch"                # torch (antialiased bicubic) | matlab (official imresize.py)
+    lr_fit_cov: str = "numpy"               # numpy (>= 1.16: residuals / (n-2)) | legacy (< 1.16: / (n-4))
     output_flip: bool = True                # geometric self-ensemble of 8 transforms
     back_projection_iters: int = 10
     kernel: str | None = None               # .npy downscaling kernel for the sons (default: bicubic)
@@ -84,6 +91,12 @@ class ZSSRConfig:
             raise ValueError("crop_size >= 4, back_projection_iters >= 0, noise_std >= 0 required")
         if self.precision not in ("auto", "fp32", "fp64", "bf16"):
             raise ValueError(f"precision: one of auto, fp32, fp64, bf16; got {self.precision!r}")
+        for key, allowed in (("augmentation", ("dihedral", "affine")), ("resampler", ("torch", "matlab")),
+                             ("lr_fit_cov", ("numpy", "legacy"))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}: one of {', '.join(allowed)}; got {getattr(self, key)!r}")
+        if self.scale_diff_sigma < 0 or self.shear_sigma < 0:
+            raise ValueError("scale_diff_sigma and shear_sigma must be >= 0")
         if self.kernel is not None and not Path(self.kernel).is_file():
             raise ValueError(f"kernel: {self.kernel}: file not found")
 
@@ -92,7 +105,7 @@ class ZSSRConfig:
 # Counter-based random numbers: value = f(seed, stream, counter). Vectorised over faces, so the batched engine
 # reproduces each face's draws exactly (a per-face np.random.Generator would need a Python loop per face).
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-STREAM_AUG, STREAM_NOISE, STREAM_TEST_NOISE, STREAM_INIT = 1, 2, 3, 16
+STREAM_AUG, STREAM_NOISE, STREAM_TEST_NOISE, STREAM_AFFINE_U, STREAM_AFFINE_N, STREAM_INIT = 1, 2, 3, 4, 5, 16
 
 
 def _splitmix(x: np.ndarray) -> np.ndarray:
@@ -153,11 +166,50 @@ def undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(y, -(k % 4), dims=(-2, -1))
 
 
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bicubic (PIL-like, a=-0.5) to an exact size; NCHW."""
+def resize(x: torch.Tensor, size: tuple[int, int], method: str = "torch",
+           scale: float | tuple[float, float] | None = None) -> torch.Tensor:
+    """Bicubic to an exact size; NCHW. ``torch``: antialiased (PIL-like, a=-0.5; the kernel is truncated and
+    renormalised at the borders). ``matlab``: the official code's ``imresize`` (MATLAB semantics, see
+    ``matlab_weights``); ``scale`` is the factor its coordinates use (the official code passes the SR factor
+    with an output shape that may not be exactly ``scale`` times the input), default the size ratio."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
+    if method == "matlab":
+        h, w = x.shape[-2:]
+        sy, sx = ((scale, scale) if isinstance(scale, (int, float)) else tuple(scale)) if scale else (
+            size[0] / h, size[1] / w)
+        wy = torch.from_numpy(matlab_weights(h, size[0], sy)).to(x.device, x.dtype)
+        wx = torch.from_numpy(matlab_weights(w, size[1], sx)).to(x.device, x.dtype)
+        return wy @ x @ wx.T
     return F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
+
+
+def _cubic(d: np.ndarray) -> np.ndarray:
+    a = np.abs(d)
+    return ((1.5 * a ** 3 - 2.5 * a ** 2 + 1) * (a <= 1)
+            + (-0.5 * a ** 3 + 2.5 * a ** 2 - 4 * a + 2) * ((a > 1) & (a <= 2)))
+
+
+@functools.lru_cache(maxsize=256)
+def matlab_weights(n_in: int, n_out: int, scale: float) -> np.ndarray:
+    """[n_out, n_in] resampling matrix of MATLAB's ``imresize(..., 'bicubic')`` as the official ZSSR code
+    re-implements it: output pixel centre i (1-based) sits at i/scale + (1 - 1/scale)/2 in the input; cubic
+    kernel a=-0.5, stretched by 1/scale when downscaling (antialiasing); taps normalised to sum 1 *before*
+    the borders are mirrored (torch instead truncates and renormalises there)."""
+    aa = scale < 1
+    width = 4.0 / scale if aa else 4.0
+    centre = np.arange(1, n_out + 1) / scale + 0.5 * (1 - 1 / scale)
+    taps = int(np.ceil(width)) + 2
+    idx = np.floor(centre - width / 2)[:, None] + np.arange(taps)[None, :] - 1
+    d = centre[:, None] - idx - 1
+    wt = scale * _cubic(scale * d) if aa else _cubic(d)
+    total = wt.sum(axis=1, keepdims=True)
+    wt = wt / np.where(total == 0, 1.0, total)
+    m = np.mod(idx.astype(np.int64), 2 * n_in)
+    m = np.where(m >= n_in, 2 * n_in - 1 - m, m)
+    out = np.zeros((n_out, n_in))
+    np.add.at(out, (np.repeat(np.arange(n_out), taps), m.ravel()), wt.ravel())
+    return out
 
 
 def load_kernel(path: str | None) -> np.ndarray | None:
@@ -169,11 +221,12 @@ def load_kernel(path: str | None) -> np.ndarray | None:
     return k / k.sum()
 
 
-def downscale(x: torch.Tensor, size: tuple[int, int], kernel: np.ndarray | None) -> torch.Tensor:
-    """Bicubic downscale, or (official ``numeric_kernel``) correlate with ``kernel`` under symmetric padding
-    and sample the pixels nearest to the output grid."""
+def downscale(x: torch.Tensor, size: tuple[int, int], kernel: np.ndarray | None, method: str = "torch",
+              scale: float | tuple[float, float] | None = None) -> torch.Tensor:
+    """Bicubic downscale (``resize``; ``scale`` < 1 as there), or (official ``numeric_kernel``) correlate with
+    ``kernel`` under symmetric padding and sample the pixels nearest to the output grid."""
     if kernel is None:
-        return resize(x, size)
+        return resize(x, size, method, scale)
     kh, kw = kernel.shape
     h, w = x.shape[-2:]
     py, px = kh // 2, kw // 2
@@ -232,6 +285,57 @@ def decode_draws(u: np.ndarray, h: int, w: int, cfg: ZSSRConfig) -> dict[str, np
     return {"fh": fh, "fw": fw, "y0": y0, "x0": x0, "ch": ch, "cw": cw, "k": k}
 
 
+def official_mode(u: np.ndarray, cfg: ZSSRConfig, max_scale: float = 1.0) -> tuple[str, float]:
+    """Mode (leave / lossless / affine) and scale of the official ``random_augment`` from this code's 5
+    augmentation uniforms; ``max_scale`` > 1 only in gradual SR (fathers from earlier outputs)."""
+    p_leave, p_lossless = cfg.leave_as_is_probability, cfg.no_interpolate_probability
+    mode = "leave" if u[0] < p_leave else "lossless" if u[0] < p_leave + p_lossless else "affine"
+    return mode, 1.0 if mode == "leave" else u[1] * (max_scale - cfg.min_scale) + cfg.min_scale
+
+
+def official_transform(mode: str, scale: float, base_scale: float, uu: np.ndarray, nn: np.ndarray, h: int, w: int,
+                       cfg: ZSSRConfig) -> np.ndarray:
+    """3x3 matrix of the official ``random_augment`` for one draw of ``official_mode``, for a source of
+    ``base_scale`` times the input's size: ``uu`` = 5 uniforms (mirror, crop x, crop y, angle, quarter turns),
+    ``nn`` = 3 normals (x/y scale difference, shear x, shear y). Read line by line from utils.py, including
+    its quirks: the crop shift is drawn over the *scaled* size while the centring uses the unscaled one, so
+    scaled fathers are partly black even for large images."""
+    to_centre = np.array([[1, 0, -w / 2.0], [0, 1, -h / 2.0], [0, 0, 1]])
+    back = np.array([[1, 0, w / 2.0], [0, 1, h / 2.0], [0, 0, 1]])
+    if mode != "affine":
+        to_centre, back = np.round(to_centre), np.round(back)
+    if mode == "affine":
+        scale, scale_diff = scale / base_scale, nn[0] * cfg.scale_diff_sigma
+    else:
+        scale, scale_diff = 1.0, 0.0
+    reflect = 1.0 if mode == "leave" else (-1.0 if uu[0] < 0.5 else 1.0)
+    scale_mat = np.array([[reflect * (scale + scale_diff / 2), 0, 0], [0, scale - scale_diff / 2, 0], [0, 0, 1]])
+    shift_x = uu[1] * np.clip(scale * w - cfg.crop_size, 0, 9999)
+    shift_y = uu[2] * np.clip(scale * h - cfg.crop_size, 0, 9999)
+    shift = np.array([[1, 0, -shift_x], [0, 1, -shift_y], [0, 0, 1]])
+    if mode != "affine":
+        shift = np.round(shift)
+    theta = (uu[3] * 2 * math.pi if mode == "affine"
+             else min(3, int(uu[4] * 4)) * math.pi / 2 if mode == "lossless" else 0.0)
+    rot = np.array([[math.cos(theta), math.sin(theta), 0], [-math.sin(theta), math.cos(theta), 0], [0, 0, 1]])
+    sx, sy = (nn[1] * cfg.shear_sigma, nn[2] * cfg.shear_sigma) if mode == "affine" else (0.0, 0.0)
+    shear = np.array([[1, sx, 0], [sy, 1, 0], [0, 0, 1]])
+    return back @ shift @ shear @ rot @ scale_mat @ to_centre
+
+
+def affine_draws(seed: int, it: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 5 uniforms and 3 normals ``official_transform`` needs beyond the mode and scale."""
+    return (uniforms(seed, STREAM_AFFINE_U, it * 5 + np.arange(5)),
+            normals(seed, STREAM_AFFINE_N, it * 3 + np.arange(3)))
+
+
+def warp_father(src: np.ndarray, mat: np.ndarray, cfg: ZSSRConfig, like: torch.Tensor) -> torch.Tensor:
+    """``src`` (HxWx3) through ``mat`` onto the crop_size canvas: cv2 cubic, black outside, clipped (official)."""
+    c = cfg.crop_size
+    warped = np.clip(cv2.warpPerspective(src, mat, (c, c), flags=cv2.INTER_CUBIC), 0, 1)
+    return torch.from_numpy(warped.transpose(2, 0, 1)[None].copy()).to(like.device, like.dtype)
+
+
 def smallest_father(cfg: ZSSRConfig) -> int:
     return max(2, int(math.ceil(2 * cfg.scale)))
 
@@ -252,12 +356,13 @@ class FatherSource:
         self._scaled: dict[tuple[int, int], torch.Tensor] = {}
         self._pairs: dict[Draw, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._test: torch.Tensor | None = None
+        self._np: np.ndarray | None = None
 
     def scaled(self, fh: int, fw: int) -> torch.Tensor:
         key = (fh, fw)
         if key in self._scaled:
             return self._scaled[key]
-        img = resize(self.image, key).clamp(0, 1)
+        img = resize(self.image, key, self.cfg.resampler).clamp(0, 1)
         if self.small:
             self._scaled[key] = img
         return img
@@ -269,31 +374,51 @@ class FatherSource:
             return hit
         father = self.scaled(d.fh, d.fw)[..., d.y0:d.y0 + d.ch, d.x0:d.x0 + d.cw]
         father = dihedral(father, d.k).contiguous()
-        fh, fw = father.shape[-2:]
-        son = downscale(father, son_size(fh, fw, self.cfg.scale), self.kernel).clamp(0, 1)
-        pair = (father, son, resize(son, (fh, fw)))
+        son = self._son(father)
+        pair = (father, son, self._up(son, father))
         if self.small:
             self._pairs[d] = pair
         return pair
 
+    def _son(self, father: torch.Tensor) -> torch.Tensor:
+        fh, fw = father.shape[-2:]
+        return downscale(father, son_size(fh, fw, self.cfg.scale), self.kernel, self.cfg.resampler,
+                         1.0 / self.cfg.scale).clamp(0, 1)
+
+    def _up(self, son: torch.Tensor, father: torch.Tensor) -> torch.Tensor:
+        return resize(son, tuple(father.shape[-2:]), self.cfg.resampler, self.cfg.scale)
+
     def pair(self, u: np.ndarray, seed: int, it: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(father, network input = upscaled son) for iteration ``it``."""
-        d = decode_draw(u, self.h, self.w, self.cfg)
-        father, son, interp = self.clean_pair(d)
+        if self.cfg.augmentation == "affine":
+            father = self.warped_father(u, seed, it)
+            son, interp = self._son(father), None
+        else:
+            father, son, interp = self.clean_pair(decode_draw(u, self.h, self.w, self.cfg))
         if self.cfg.noise_std > 0:
             son = (son + noise_tensor(seed, STREAM_NOISE, it, tuple(son.shape), self.cfg, son)).clamp(0, 1)
-            interp = resize(son, tuple(father.shape[-2:]))
-        return father, interp
+            interp = None
+        return father, (self._up(son, father) if interp is None else interp)
+
+    def warped_father(self, u: np.ndarray, seed: int, it: int) -> torch.Tensor:
+        """The official ``random_augment`` (one scale, the input as the only source): every mode goes through
+        the same perspective warp onto a crop_size x crop_size canvas, cubic interpolation, black outside the
+        image (so images smaller than the crop, or scaled/rotated, are padded), clipped to [0, 1]."""
+        if self._np is None:
+            self._np = np.ascontiguousarray(self.image[0].detach().cpu().numpy().transpose(1, 2, 0))
+        mode, scale = official_mode(u, self.cfg)
+        return warp_father(self._np, official_transform(mode, scale, 1.0, *affine_draws(seed, it), self.h, self.w,
+                                                        self.cfg), self.cfg, self.image)
 
     def test_input(self, seed: int, index: int) -> torch.Tensor:
         """The upscaled son of the whole input (reconstruction error; noisy like the training sons)."""
         if self.cfg.noise_std == 0 and self._test is not None:
             return self._test
-        son = downscale(self.image, son_size(self.h, self.w, self.cfg.scale), self.kernel).clamp(0, 1)
+        son = self._son(self.image)
         if self.cfg.noise_std > 0:
             son = (son + noise_tensor(seed, STREAM_TEST_NOISE, index, tuple(son.shape), self.cfg, son)).clamp(0, 1)
-            return resize(son, (self.h, self.w))
-        self._test = resize(son, (self.h, self.w))
+            return self._up(son, self.image)
+        self._test = self._up(son, self.image)
         return self._test
 
 
@@ -391,8 +516,15 @@ def lr_policy(it: int, st: LRState, cfg: ZSSRConfig) -> bool:
     x, y = st.steps[-n:], st.errors[-n:]
     if len(x) < 3:  # polyfit's covariance needs more points than coefficients
         return False
+    if cfg.lr_fit_cov == "legacy" and len(x) <= 4:  # numpy < 1.16 refused to estimate with n <= order + 2
+        return False
     (slope, _), cov = np.polyfit(np.asarray(x, np.float64), np.asarray(y, np.float64), 1, cov=True)
-    std = math.sqrt(max(cov[0, 0], 0.0))
+    var = cov[0, 0]
+    if cfg.lr_fit_cov == "legacy":
+        # numpy < 1.16 (what the official Python 2.7 code ran on) scaled the covariance by residuals / (n - 4);
+        # numpy >= 1.16 uses residuals / (n - 2) (numpy gh-11197): with the 5 points of a fit, 3x the variance
+        var *= (len(x) - 2) / (len(x) - 4)
+    std = math.sqrt(max(var, 0.0))
     if -cfg.learning_rate_change_ratio * slope < std:
         st.lr /= 10.0
         st.last_change = it
@@ -405,9 +537,11 @@ def lr_policy(it: int, st: LRState, cfg: ZSSRConfig) -> bool:
 # Inference
 
 
-def back_project(y_sr: torch.Tensor, y_lr: torch.Tensor, kernel: np.ndarray | None) -> torch.Tensor:
-    down = downscale(y_sr, tuple(y_lr.shape[-2:]), kernel)
-    return (y_sr + resize(y_lr - down, tuple(y_sr.shape[-2:]))).clamp(0, 1)
+def back_project(y_sr: torch.Tensor, y_lr: torch.Tensor, kernel: np.ndarray | None, method: str = "torch",
+                 scale: float | tuple[float, float] | None = None) -> torch.Tensor:
+    inv = None if not scale else 1.0 / scale if isinstance(scale, (int, float)) else tuple(1.0 / v for v in scale)
+    down = downscale(y_sr, tuple(y_lr.shape[-2:]), kernel, method, inv)
+    return (y_sr + resize(y_lr - down, tuple(y_sr.shape[-2:]), method, scale)).clamp(0, 1)
 
 
 def median8(stack: torch.Tensor) -> torch.Tensor:
@@ -425,10 +559,10 @@ def finish_ensemble(outs: torch.Tensor, image: torch.Tensor, cfg: ZSSRConfig,
     flat = outs.reshape(t * outs.shape[1], *outs.shape[2:])
     lr = image.repeat(t, 1, 1, 1)
     for _ in range(cfg.back_projection_iters):
-        flat = back_project(flat, lr, kernel)
+        flat = back_project(flat, lr, kernel, cfg.resampler, cfg.scale)
     y = median8(flat.reshape(outs.shape))
     for _ in range(cfg.back_projection_iters):
-        y = back_project(y, image, kernel)
+        y = back_project(y, image, kernel, cfg.resampler, cfg.scale)
     return y
 
 
@@ -570,7 +704,7 @@ class ZSSR:
         outs = []
         for k in range(n_transforms(self.cfg)):
             x = dihedral(image, k)
-            up = resize(x, out_size(x.shape[-2], x.shape[-1], self.cfg.scale))
+            up = resize(x, out_size(x.shape[-2], x.shape[-1], self.cfg.scale), self.cfg.resampler, self.cfg.scale)
             with autocast(self.device, self.amp):
                 y = net_forward(weights, up).to(image.dtype).clamp(0, 1)
             outs.append(undo_dihedral(y, k))

@@ -73,6 +73,11 @@ class BatchedZSSR:
                  init: Sequence[torch.Tensor] | None = None):
         """``init``: every face starts from these weights (warm start, ``survsr.models.zssr_init``) instead of
         its seed's random network; its seed still drives its augmentation draws."""
+        if cfg.augmentation != "dihedral" or cfg.resampler != "torch":
+            # the batched bank holds the dihedral fathers made with torch's resampler; the official-code variants
+            # measured in docs/benchmarks.md ("ZSSR against the official code") exist on the reference path only
+            raise ValueError(f"the batched ZSSR engine supports augmentation=dihedral and resampler=torch only "
+                             f"(got {cfg.augmentation}, {cfg.resampler}): use the one-at-a-time engine (ZSSR)")
         self.cfg = cfg
         self.slots = max(1, int(slots))
         self.device = pick_device(cfg.device) if device is None else torch.device(device)

@@ -1,0 +1,119 @@
+"""The official-code variants of ZSSR measured in issue 17 (docs/benchmarks.md, "ZSSR against the official
+code"): MATLAB-style resampling, the official affine augmentation, numpy < 1.16's line-fit variance, and
+gradual SR. Each is checked against what the official code does, not against this code's own output."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from survsr.models.zssr import (
+    FatherSource, LRState, ZSSRConfig, aug_draws, lr_policy, matlab_weights, official_mode, official_transform,
+    resize,
+)
+from survsr.models.zssr_batched import BatchedZSSR
+from survsr.models.zssr_gradual import GRADUAL_X2, GradualZSSR, scaled_size
+
+
+def test_matlab_resampler_is_bicubic_inside_and_mirrors_at_the_borders():
+    x = torch.rand(1, 3, 40, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for size, scale in (((20, 20), 0.5), ((80, 80), 2.0)):
+        ours, pil_like = resize(x, size, "matlab", scale), resize(x, size)
+        # away from the borders both are the a=-0.5 cubic (stretched by 1/scale when shrinking)
+        assert (ours - pil_like)[..., 4:-4, 4:-4].abs().max() < 1e-12
+        # at the borders the official code mirrors the image instead of renormalising a truncated kernel
+        assert (ours - pil_like).abs().max() > 1e-3
+    w = matlab_weights(8, 4, 0.5)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    # output pixel 1 of a x0.5 shrink sits at input 1.5 (1-based); the stretched kernel (half-width 4) reaches
+    # 0-based inputs -3..4, and the taps left of the image land mirrored on inputs 2, 1, 0
+    taps = np.arange(-4, 6)
+    d = taps + 1 - 1.5  # distances from the centre
+    k = np.abs(d) * 0.5
+    cubic = np.where(k <= 1, 1.5 * k ** 3 - 2.5 * k ** 2 + 1,
+                     np.where(k <= 2, -0.5 * k ** 3 + 2.5 * k ** 2 - 4 * k + 2, 0.0)) * 0.5
+    cubic /= cubic.sum()
+    expect = np.zeros(8)
+    for tap, c in zip(taps, cubic):
+        expect[-tap - 1 if tap < 0 else tap] += c
+    np.testing.assert_allclose(w[0], expect, atol=1e-12)
+
+
+def test_legacy_line_fit_triples_the_slope_variance_and_lowers_the_lr_sooner():
+    cfg = ZSSRConfig(min_iters=0, learning_rate_policy_check_every=1, learning_rate_slope_range=250,
+                     run_test_every=50)
+    steps = [0, 50, 100, 150, 200]
+    # a slowly falling, noisy error: numpy >= 1.16 calls the fall real, numpy < 1.16 (official) calls it noise
+    errors = [1.03, 0.96, 0.98, 0.94, 0.99]  # slope -2e-4 plus a zero-slope wobble: 1.5|slope|/std = 1.37
+    (slope, _), cov = np.polyfit(steps, errors, 1, cov=True)
+    std_now, std_legacy = math.sqrt(cov[0, 0]), math.sqrt(cov[0, 0] * 3)
+    assert std_now < -cfg.learning_rate_change_ratio * slope < std_legacy
+    for mode, drops in (("numpy", False), ("legacy", True)):
+        st = LRState(lr=1e-3, steps=list(steps), errors=list(errors))
+        assert lr_policy(200, st, ZSSRConfig(**{**cfg.__dict__, "lr_fit_cov": mode})) is drops
+        assert st.lr == (1e-4 if drops else 1e-3)
+
+
+def test_official_transform_modes():
+    cfg = ZSSRConfig(crop_size=8)
+    h = w = 12
+    img = np.random.default_rng(0).random((h, w, 3))
+    src = torch.from_numpy(img.transpose(2, 0, 1)[None].copy())
+    fs = FatherSource(src, ZSSRConfig(crop_size=8, augmentation="affine"), None)
+
+    def warp(mode, scale, uu, nn=np.zeros(3)):
+        from survsr.models.zssr import warp_father
+        return warp_father(img, official_transform(mode, scale, 1.0, np.asarray(uu), nn, h, w, cfg), cfg, src)[0]
+
+    # leave as is: a crop_size window at an integer shift of the draw, no mirror
+    out = warp("leave", 1.0, [0.9, 0.5, 0.25, 0.0, 0.0])
+    torch.testing.assert_close(out, src[0, :, 1:9, 2:10])
+    # lossless: a quarter turn about (w/2, h/2), the official centre, which is half a pixel off the image's
+    # (w-1)/2: the turned picture lands one row low and the canvas's first row stays black
+    out = warp("lossless", 1.0, [0.9, 0.0, 0.0, 0.0, 0.3])
+    rot = torch.from_numpy(np.rot90(img, k=1).transpose(2, 0, 1).copy())
+    torch.testing.assert_close(out[:, 1:, :], rot[:, :7, :8])
+    assert out[:, 0, :].abs().max() == 0
+    # affine at scale 0.5: the official centring quirk leaves part of the canvas black even though the image
+    # (12 px) is larger than the crop (8 px)
+    out = warp("affine", 0.5, [0.9, 0.0, 0.0, 0.0, 0.0])
+    assert (out.abs().sum(0) == 0).float().mean() > 0.2
+    # the mode split follows the configured probabilities (5% / 45% / 50%)
+    modes = [official_mode(u, cfg)[0] for u in aug_draws(np.zeros(4000, np.int64), np.arange(4000))]
+    frac = {m: modes.count(m) / len(modes) for m in ("leave", "lossless", "affine")}
+    assert abs(frac["leave"] - 0.05) < 0.02 and abs(frac["lossless"] - 0.45) < 0.03
+    father, net_in = fs.pair(aug_draws([3], [7])[0], 3, 7)
+    assert father.shape[-2:] == (8, 8) and net_in.shape == father.shape
+
+
+def test_batched_engine_refuses_the_reference_only_variants():
+    for field, value in (("augmentation", "affine"), ("resampler", "matlab")):
+        with pytest.raises(ValueError, match="batched ZSSR engine"):
+            BatchedZSSR(ZSSRConfig(device="cpu", **{field: value}), slots=2)
+    with pytest.raises(ValueError, match="augmentation"):
+        ZSSRConfig(augmentation="shear").validate()
+
+
+def test_gradual_runs_every_official_factor_and_grows_the_fathers():
+    cfg = ZSSRConfig(device="cpu", crop_size=16, max_iters=4, min_iters=2, run_test_every=2,
+                     learning_rate_policy_check_every=2, learning_rate_slope_range=4, augmentation="affine")
+    lr = (np.random.default_rng(1).random((12, 14, 3)) * 255).astype(np.uint8)
+    eng = GradualZSSR(cfg)
+    seen = []
+    orig = eng._father
+
+    def spy(sources, bases, seed, it):
+        seen.append((len(sources), bases[-1]))
+        return orig(sources, bases, seed, it)
+
+    eng._father = spy
+    out, info = eng.run(lr)
+    assert out.shape == (24, 28, 3)
+    assert [s["factor"] for s in info["stages"]] == [list(f) for f in GRADUAL_X2]
+    assert info["iterations"] == 6 * 4
+    # the stage n trains with n+1 sources; from the 4th stage fathers may come from the 1.5x1.5 output
+    assert sorted(set(seen)) == [(1, 1.0), (2, 1.0), (3, 1.0), (4, 1.5), (5, 1.5), (6, 1.5)]
+    assert scaled_size(12, 14, (1.5, 2.0)) == (18, 28)
