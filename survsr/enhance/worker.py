@@ -14,6 +14,8 @@ jobs (a remote model behind ``enhance_fn``): both give the same pixels and the s
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import logging
 import time
@@ -113,6 +115,27 @@ class _NoFrames(Exception):
     """Raised inside the atomic write so that the temp file is removed."""
 
 
+class _Read:
+    """Frames read so far from one video, and why reading stopped early (None: it did not). A decode error or
+    an oversize frame ends the reading, not the job: what was read is kept and the output marked partial."""
+
+    def __init__(self, src: Path):
+        self.src, self.frames, self.error = src, 0, None
+
+    @contextlib.contextmanager
+    def stops_on_bad_input(self):
+        import av
+
+        try:
+            yield
+        except av.error.FFmpegError as exc:
+            self.error = f"{self.src}: decode error after {self.frames} frames: {exc}"
+            log.warning(self.error)
+        except FrameTooLarge as exc:
+            self.error = str(exc)
+            log.warning(self.error)
+
+
 def output_stem(src: Path, src_sha: str, mode: str) -> str:
     # the content hash keeps two "cam1.mp4" from different folders apart, and renames harmless
     return f"{src.stem}-{src_sha[:12]}.{mode}"
@@ -199,8 +222,6 @@ def enhance_video(src: str | Path, out_dir: str | Path, cfg: EnhanceConfig, enha
 
 def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str, cfg: EnhanceConfig,
                     enhance_fn: EnhanceFn, model_sha: str, device: str, progress: ProgressFn | None) -> dict:
-    import av
-
     from survsr.enhance.videoio import VideoWriter
 
     vs = container.streams.video[0]
@@ -213,8 +234,7 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
     early_audio: list = []
     marking: list[MarkingConfig | None] = [None]
     writer: VideoWriter | None = None
-    n_in = 0
-    error = None
+    read = _Read(src)
 
     def flush() -> None:
         nonlocal writer
@@ -244,7 +264,7 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
     try:
         with atomic_path(out_path) as tmp:
             streams = [vs] + ([aus] if aus is not None else [])
-            try:
+            with read.stops_on_bad_input():
                 for packet in container.demux(streams):
                     if packet.stream.type == "audio":
                         if writer is None:
@@ -253,24 +273,18 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
                             writer.mux_audio(packet)
                         continue
                     for frame in packet.decode():
-                        if cfg.max_frames is not None and n_in >= cfg.max_frames:
+                        if cfg.max_frames is not None and read.frames >= cfg.max_frames:
                             break
-                        _check_frame(frame, n_in, src, cfg.max_frame_pixels)
-                        pending.append((_frame_pts(frame, n_in, rate, tb), frame.to_ndarray(format="rgb24")))
-                        n_in += 1
+                        _check_frame(frame, read.frames, src, cfg.max_frame_pixels)
+                        pending.append((_frame_pts(frame, read.frames, rate, tb), frame.to_ndarray(format="rgb24")))
+                        read.frames += 1
                         if len(pending) >= cfg.batch_size:
                             flush()
-                    if cfg.max_frames is not None and n_in >= cfg.max_frames and aus is None:
+                    if cfg.max_frames is not None and read.frames >= cfg.max_frames and aus is None:
                         break
-            except av.error.FFmpegError as exc:
-                error = f"{src}: decode error after {n_in} frames: {exc}"
-                log.warning(error)
-            except FrameTooLarge as exc:
-                error = str(exc)
-                log.warning(error)
             flush()
             if writer is None:
-                raise _NoFrames(error or f"{src}: video has no decodable frames")
+                raise _NoFrames(read.error or f"{src}: video has no decodable frames")
             writer.close()
     except _NoFrames as exc:
         return {"status": "failed", "reason": str(exc), "frames": 0}
@@ -278,6 +292,7 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
         if writer is not None:
             writer.abort()  # interrupted mid-file: release the (already removed) temp file
     out_sha = sha256_file(out_path)
+    error = read.error
     status = "partial" if error else "done"
     prov = mark_document(provenance(
         "enhanced_video",
@@ -322,8 +337,6 @@ def make_detector(faces: FacesConfig):
 def _enhance_faces(container, src: Path, src_sha: str, out_dir: Path, stem: str, cfg: EnhanceConfig,
                    enhance_fn: EnhanceFn, detector, model_sha: str, device: str,
                    progress: ProgressFn | None) -> dict:
-    import av
-
     detector = detector or make_detector(cfg.faces)
     vs = container.streams.video[0]
     vs.thread_type = "AUTO"
@@ -334,8 +347,7 @@ def _enhance_faces(container, src: Path, src_sha: str, out_dir: Path, stem: str,
     stage = _stage(cfg, model_sha, device)
     crops: list[dict] = []
     pending: list[tuple[dict, np.ndarray]] = []
-    n_in = 0
-    error = None
+    read = _Read(src)
 
     def flush() -> None:
         if not pending:
@@ -355,15 +367,15 @@ def _enhance_faces(container, src: Path, src_sha: str, out_dir: Path, stem: str,
             crops.append(meta)
         pending.clear()
         if progress:
-            progress(str(src), n_in)
+            progress(str(src), read.frames)
 
-    try:
+    with read.stops_on_bad_input():
         for frame in container.decode(vs):
-            if cfg.max_frames is not None and n_in >= cfg.max_frames:
+            if cfg.max_frames is not None and read.frames >= cfg.max_frames:
                 break
-            _check_frame(frame, n_in, src, cfg.max_frame_pixels)
-            idx = n_in
-            n_in += 1
+            _check_frame(frame, read.frames, src, cfg.max_frame_pixels)
+            idx = read.frames
+            read.frames += 1
             if idx % cfg.faces.stride:
                 continue
             img = frame.to_ndarray(format="rgb24")
@@ -378,13 +390,8 @@ def _enhance_faces(container, src: Path, src_sha: str, out_dir: Path, stem: str,
                 pending.append((meta, np.ascontiguousarray(img[y:y + bh, x:x + bw])))
             if len(pending) >= cfg.batch_size:
                 flush()
-    except av.error.FFmpegError as exc:
-        error = f"{src}: decode error after {n_in} frames: {exc}"
-        log.warning(error)
-    except FrameTooLarge as exc:
-        error = str(exc)
-        log.warning(error)
     flush()
+    n_in, error = read.frames, read.error
     if n_in == 0:
         return {"status": "failed", "reason": error or f"{src}: video has no decodable frames", "frames": 0}
     status = "partial" if error else "done"
