@@ -1,22 +1,40 @@
 """Zero-Shot Super-Resolution (Shocher, Cohen, Irani, CVPR 2018), one image at a time.
 
-Faithful to the defaults of the official code (``configs.py``): an 8-layer 3x3 64-channel ReLU CNN without
-biases that learns the residual over the bicubic upscale, trained with L1 and Adam (lr 1e-3) on pairs made from
-the test image itself: "HR fathers" are the image and downscaled copies of it (scale in [0.5, 1]), augmented
-with the 8 rotations/mirrors and randomly cropped to 128 px where larger; "LR sons" are the fathers downscaled
-by the scale factor (bicubic, or a given kernel), optionally with noise. Learning-rate policy: every 50
-iterations the reconstruction error of the input from its own son is measured; every 60 iterations (and at
-least ``min_iters`` after the last change) a line is fitted to the last 256/50 errors and the lr is divided by
-10 when ``-1.5 * slope < std`` (the slope's standard error, as ``np.polyfit(cov=True)`` in the official code);
-training stops once the lr falls below ``min_learning_rate`` or at ``max_iters``. Inference: geometric
-self-ensemble (8 transforms, median) with back-projection.
+Faithful to the defaults of the official code (``configs.py``, ``X2_ONE_JUMP_IDEAL_CONF``): an 8-layer 3x3
+64-channel ReLU CNN without biases that learns the residual over the bicubic upscale, trained with L1 and Adam (lr
+1e-3) on pairs made from the test image itself: "HR fathers" are the image and downscaled copies of it (scale in
+[0.5, 1]), augmented and randomly cropped to 128 px where larger; "LR sons" are the fathers downscaled by the scale
+factor (bicubic, or a given kernel), optionally with noise. Learning-rate policy: every 50 iterations the
+reconstruction error of the input from its own son is measured; every 60 iterations (and at least ``min_iters``
+after the last change) a line is fitted to the last 256/50 errors and the lr is divided by 10 when ``-1.5 * slope <
+std`` (the slope's standard error, as ``np.polyfit(cov=True)`` in the official code); training stops once the lr
+falls below ``min_learning_rate`` or at ``max_iters``. Inference: geometric self-ensemble (8 transforms, median)
+with back-projection.
 
-Two deliberate departures, both documented in ``configs/zssr.yaml``: (1) the official "affine" augmentation
-(arbitrary angle + shear through ``warpPerspective`` onto a 128x128 canvas, which pads small images with
-black) is replaced by "downscale + one of the 8 dihedral transforms", and a crop never exceeds the father, so a
-32x32 face is never pasted on a black canvas; (2) random numbers come from a counter-based generator keyed
-by (seed, stream, counter), so the batched engine (``models/zssr_batched.py``) draws exactly the numbers this
-path draws for the same face and seed, whatever else shares the batch.
+Departures from the official code that remain in the default (each measured on Set5 and on 32x32 faces in
+docs/benchmarks.md, "ZSSR against the official code"; the keys that restore the official behaviour run on this
+one-at-a-time engine only):
+1. Augmentation (``augmentation: affine`` = official). The official ``random_augment`` warps every father onto a
+   128x128 canvas with cv2 cubic interpolation: any angle, shear, x/y scale difference, black outside the image.
+   Its centring uses (w/2, h/2), so even its "lossless" quarter turns land one pixel off with a black line, and
+   its crop shift is drawn over the scaled size while the centring uses the unscaled one, so scaled fathers are
+   partly black even for large images. Here: downscale + one of the 8 rotations/mirrors, crops inside the father,
+   so a 32x32 face is never pasted on a black canvas.
+2. Resampling (``resampler: matlab`` = official ``imresize``). torch's antialiased bicubic equals it away from
+   the borders and differs within 2-4 pixels of them (truncated kernel vs mirrored image).
+3. The lr policy's slope noise (``lr_fit_cov: legacy`` = what the official code ran on). numpy < 1.16 scaled
+   ``polyfit``'s covariance by residuals / (n - 4), numpy >= 1.16 by residuals / (n - 2): with the policy's 5
+   points the official standard error was sqrt(3) times larger, so it lowered the lr sooner.
+4. One jump to x2 (``X2_ONE_JUMP_IDEAL_CONF``). The official README credits its gradual configuration
+   (``X2_GRADUAL_IDEAL_CONF``: six intermediate, partly anisotropic factors, each output joining the fathers)
+   with "~0.3dB better results, 6x Runtime": ``survsr.models.zssr_gradual``.
+5. Sons of odd-sized fathers are round(size / scale) pixels, not ceil (only this code's scaled fathers can be odd).
+6. Adam is torch's (epsilon added to sqrt(v) after bias correction; TensorFlow's adds it before).
+7. Random numbers come from a counter-based generator keyed by (seed, stream, counter), so the batched engine
+   (``models/zssr_batched.py``) draws exactly the numbers this path draws for the same face and seed, whatever
+   else shares the batch.
+Not a departure: the official ZSSR code draws crop positions uniformly (no gradient-weighted crop centres; those
+appear, commented out, only in later codebases derived from it).
 """
 
 from __future__ import annotations
