@@ -155,13 +155,22 @@ def test_decode_rows_reports_bad_files(manifests, tmp_path):
     assert "sha256" in out["error"][2] and str(good) in out["error"][2]
 
 
-def test_missing_vgg_weights_without_explicit_fallback_fails_before_training(manifests, tmp_path, monkeypatch):
+def test_missing_vgg_weights_without_explicit_fallback_fails_before_training(manifests, tmp_path, monkeypatch,
+                                                                             capsys):
     from survsr.cli import main
+    from survsr.models.mediator import hub_cache_file
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
     rc = main(["train", "--faces", str(manifests[0]), "--zssr", str(manifests[1]), "--out", str(tmp_path / "r"),
                "scaling.num_workers=2"])
+    out = capsys.readouterr().out
     assert rc == 1 and not (tmp_path / "r" / "train_meta.json").exists()
+    # the one line says which file is missing, where it was looked for, and the two explicit ways on
+    expected = hub_cache_file()
+    assert expected.parent == tmp_path / "empty_hub" / "checkpoints" and expected.name.startswith("vgg19")
+    assert out.startswith(f"survsr train: VGG-19 ImageNet weights not found at {expected}"), out
+    assert "nothing is downloaded" in out and "mediator.allow_fallback=true" in out
+    assert "mediator.weights=random|off" in out
 
 
 def test_train_two_workers_recover_resume_export(ray_session, manifests, tmp_path):
