@@ -17,6 +17,8 @@ from survsr.models.zssr import (
 )
 from survsr.models.zssr_batched import BatchedZSSR
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
 REPO = Path(__file__).resolve().parents[2]
 # Face box on carphone frame 0 found once with survsr.video.detect's Haar detector (tight box 58,33,62,62); the test
 # asks the detector again and falls back to this when it finds nothing.
@@ -25,17 +27,6 @@ FACE_CENTER = (89, 64)
 # A CPU-sized schedule: same model, fewer iterations (and an lr policy that can act within them).
 SMALL = dict(max_iters=60, min_iters=20, run_test_every=5, learning_rate_policy_check_every=10,
              learning_rate_slope_range=20)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CI box is shared; one torch thread avoids oversubscription stalls (results do not depend on it)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
