@@ -51,14 +51,32 @@ def face_pair(carphone):
 
 
 def test_zssr_beats_bicubic_on_a_real_face(face_pair):
+    """Both parts of ZSSR's output on a real face (carphone, x2, 150 iterations, seed 0): the trained network
+    alone, and the full inference (self-ensemble + back-projection). Back-projection by itself already gains
+    +0.92 dB over bicubic with an UNTRAINED network here, so only the network-alone figure shows that training
+    works. Measured (this face, seeds 0-7, 2-core box): network alone +1.01 dB on seed 0, +0.80..+1.16 over the
+    eight seeds; full +1.21 dB on seed 0, +1.02..+1.37; untrained network alone +0.00 on every seed. Bounds:
+    network alone > +0.6 dB, full > +0.9 dB (below every seed measured), untrained within 0.01 dB of bicubic."""
+    import dataclasses
+
+    from survsr.models.zssr import ZSSR, check_image, init_weights, to_uint8
+
     hr, lr = face_pair
-    out, info = super_resolve(lr, ZSSRConfig(max_iters=150, min_iters=60, device="cpu"), seed=0)
+    cfg = ZSSRConfig(max_iters=150, min_iters=60, device="cpu")
+    full, net_only = ZSSR(cfg), ZSSR(dataclasses.replace(cfg, back_projection_iters=0))
+    a, gray = check_image(lr)  # what super_resolve (ZSSR.run) does, keeping the trained weights
+    image = full._tensor(a)
+    weights, info = full.train(image, seed=0)
+    out = to_uint8(full.infer(weights, image), gray)
     bic = bicubic_upscale(lr, 2.0)
     assert out.shape == bic.shape == (64, 64, 3) and out.dtype == np.uint8
-    p_zssr = peak_signal_noise_ratio(hr, out)
     p_bic = peak_signal_noise_ratio(hr, bic)
-    assert p_zssr > p_bic + 0.3, (p_zssr, p_bic)
-    assert info["iterations"] == 150 and info["device"] == "cpu" and info["final_loss"] < 0.05
+    gain_full = peak_signal_noise_ratio(hr, out) - p_bic
+    gain_net = peak_signal_noise_ratio(hr, to_uint8(net_only.infer(weights, image), gray)) - p_bic
+    gain_untrained = peak_signal_noise_ratio(hr, to_uint8(net_only.infer(init_weights(0, cfg), image), gray)) - p_bic
+    assert gain_net > 0.6 and gain_full > 0.9, (gain_net, gain_full)
+    assert abs(gain_untrained) < 0.01, gain_untrained  # the residual net starts at bicubic: the gain is learnt
+    assert info["iterations"] == 150 and info["final_loss"] < 0.05
 
 
 def test_deterministic_for_a_seed(face_pair):
@@ -257,5 +275,10 @@ def test_quality_benchmark_smoke(tmp_path):
     import json
 
     rows = json.loads((tmp_path / "q.json").read_text())["rows"]
-    assert len(rows) == 1 and rows[0]["psnr_bicubic"] > 20 and rows[0]["psnr_zssr"] > rows[0]["psnr_bicubic"] - 1.0
+    # Measured on this box: bicubic 42.3106 dB, ZSSR +1.2534..+1.2542 dB over seeds 0-9 (docs/benchmarks.md:
+    # 42.31 / 43.56). The bound leaves 0.05 dB, fifty times that spread, for other CPUs' float rounding. At this
+    # 20-iteration budget the lead is back-projection's (max_iters=0 scores the same 43.56): that the network
+    # learns is test_zssr_beats_bicubic_on_a_real_face's check.
+    assert len(rows) == 1 and rows[0]["image"] == "baby" and rows[0]["psnr_bicubic"] == pytest.approx(42.31, abs=0.01)
+    assert rows[0]["psnr_zssr"] - rows[0]["psnr_bicubic"] > 1.20, rows[0]
     assert "mean" in res.stdout
