@@ -137,6 +137,64 @@ def test_lr_policy_on_synthetic_error_curves():
     assert changes[0] >= 1000 and len(changes) == 3 and iters == changes[-1] + 1
 
 
+def _official_schedule(steps, errors, cfg, max_iters):
+    """The official ``learning_rate_policy`` written out again, on a run's recorded reconstruction errors: at
+    every ``check_every``-th iteration more than ``min_iters`` after the last change, fit a line to the last
+    slope_range/run_test_every errors measured so far; divide the lr by 10 when -ratio * slope < the slope's
+    standard error; stop once the lr is below min_learning_rate. Returns (change iterations, iterations run)."""
+    lr, last, changes = cfg.learning_rate, 0, []
+    n = max(1, int(cfg.learning_rate_slope_range / cfg.run_test_every))
+    for it in range(max_iters):
+        if (it + 1) % cfg.learning_rate_policy_check_every == 0 and it - last > cfg.min_iters:
+            known = [(s, e) for s, e in zip(steps, errors) if s <= it][-n:]
+            if len(known) >= 3:
+                (slope, _), cov = np.polyfit([s for s, _ in known], [e for _, e in known], 1, cov=True)
+                if -cfg.learning_rate_change_ratio * slope < np.sqrt(cov[0, 0]):
+                    lr, last = lr / 10, it
+                    changes.append(it)
+        if lr < cfg.min_learning_rate:
+            return changes, it + 1
+    return changes, max_iters
+
+
+def test_lr_policy_schedule_inside_super_resolve(face_pair, monkeypatch):
+    """The lr policy as the real loop applies it (super_resolve on a real face, fp32): errors measured every
+    run_test_every iterations, lr divided by 10 exactly where the official rule says on those errors, Adam
+    stepping with the new lr from the next iteration on, and training stopping right after the lr falls below
+    min_learning_rate."""
+    import torch
+
+    from survsr.models import zssr
+
+    _, lr_img = face_pair
+    cfg = ZSSRConfig(**{**SMALL, "max_iters": 240}, min_learning_rate=5e-5, width=16, depth=4, device="cpu",
+                     precision="fp32", output_flip=False, back_projection_iters=2)
+    states, adam_lrs = [], []
+    real_policy = zssr.lr_policy
+
+    def policy(it, st, c):
+        states.append(st)
+        return real_policy(it, st, c)
+
+    class Adam(torch.optim.Adam):
+        def step(self, *a, **k):
+            adam_lrs.append(self.param_groups[0]["lr"])
+            return super().step(*a, **k)
+
+    monkeypatch.setattr(zssr, "lr_policy", policy)
+    monkeypatch.setattr(torch.optim, "Adam", Adam)
+    out, info = super_resolve(lr_img, cfg, seed=0)
+    st = states[-1]
+    assert all(s is st for s in states) and len(states) == info["iterations"]  # one call per iteration
+    assert st.steps == list(range(0, info["iterations"], cfg.run_test_every)) and len(st.errors) == len(st.steps)
+    changes, iterations = _official_schedule(st.steps, st.errors, cfg, cfg.max_iters)
+    assert len(changes) == 2 and iterations < cfg.max_iters  # the policy acted twice and ended the run
+    assert info["lr_changes"] == changes and info["iterations"] == iterations
+    expected = [cfg.learning_rate / 10 ** sum(c < it for c in changes) for it in range(iterations)]
+    assert adam_lrs == pytest.approx(expected, rel=1e-12)
+    assert info["final_lr"] == pytest.approx(cfg.learning_rate / 100) and out.shape == (64, 64, 3)
+
+
 def test_augmentation_covers_the_8_transforms_and_scales():
     cfg = ZSSRConfig()
     u = aug_draws(np.full(4000, 7), np.arange(4000))
