@@ -238,11 +238,36 @@ def test_grafana_dashboard_charts_every_metric():
             assert t["refId"] and t["expr"], p["title"]
             assert t["expr"].count("(") == t["expr"].count(")"), t["expr"]
             exprs.append(t["expr"])
-    text = "\n".join(exprs)
-    # Prometheus names as Ray exports them (ray_ prefix, _total on counters): checked live in test_faults.py.
-    missing = [M.prometheus_name(n) for n in M.METRICS if M.prometheus_name(n) not in text]
+    # Every series a panel queries is one Ray exports (ray_ prefix, _total on counters, _bucket/_sum/_count on
+    # histograms: checked live in test_faults.py), read as whole names, not substrings: a typo or a metric that
+    # was renamed or removed shows as an unknown series; and every label a query groups or filters by is one
+    # of that metric's tags (or Ray's SessionName, or le on a histogram's buckets).
+    series = _dashboard_series()
+    charted: set[str] = set()
+    for expr in exprs:
+        names = re.findall(r"\bray_survsr_\w+", expr)
+        assert names, f"panel query charts no survsr metric: {expr}"
+        for name in names:
+            assert name in series, f"{expr}: {name} is not a series Ray exports for survsr/telemetry.py"
+            metric, suffix = series[name]
+            charted.add(metric)
+            allowed = set(M.METRICS[metric][2]) | {"SessionName"} | ({"le"} if suffix == "_bucket" else set())
+            used = set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)\s*\"", expr))
+            for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
+                used |= {g.strip() for g in group.split(",") if g.strip()}
+            assert used <= allowed, f"{expr}: label(s) {sorted(used - allowed)} are not tags of {metric}"
+    missing = sorted(M.prometheus_name(n) for n in set(M.METRICS) - charted)
     assert not missing, f"metrics without a panel: {missing}"
-    assert "ray_survsr_bogus" not in text  # guards the check above against matching everything
+
+
+def _dashboard_series() -> dict[str, tuple[str, str]]:
+    """Every series name Ray exports for the survsr metrics -> (metric, suffix)."""
+    out: dict[str, tuple[str, str]] = {}
+    for name, (kind, *_rest) in M.METRICS.items():
+        base = M.prometheus_name(name)
+        for suffix in (("_bucket", "_sum", "_count") if kind == M.HISTOGRAM else ("",)):
+            out[base + suffix] = (name, suffix)
+    return out
 
 
 # --- Dockerfile and README ----------------------------------------------------------------------------------

@@ -111,6 +111,40 @@ def make_bicubic_zssr(faces_dir: Path, out: Path) -> Path:
 
 
 # ============================================================================== scenarios (subprocess)
+def _spy_worker(base, spy_dir: str):
+    """``base`` (the pool's ZSSRWorker) that leaves a marker per face around each ZSSR run: ``CID__start__NODE__TAG``
+    before, ``CID__end__NODE__TAG`` after it is written (TAG = time and pid of that attempt). Defined here, in the
+    scenario's ``__main__``, so Ray ships it by value to the actors; everything else is the real worker."""
+
+    class SpyWorker(base):
+        def _run(self, engine, rows, status):
+            import ray
+
+            node = ray.get_runtime_context().get_node_id()
+            tag = f"{time.time_ns()}-{os.getpid()}"
+            for cid in rows:
+                (Path(spy_dir) / f"{cid}__start__{node}__{tag}").touch()
+            super()._run(engine, rows, status)
+            for cid in rows:
+                if status.get(cid, {}).get("status") == "done":
+                    (Path(spy_dir) / f"{cid}__end__{node}__{tag}").touch()
+
+    return SpyWorker
+
+
+def _spy_attempts(spy_dir: Path) -> dict[str, list[dict]]:
+    """crop_id -> its ZSSR attempts: node, and whether that attempt finished."""
+    attempts: dict[tuple, dict] = {}
+    for f in spy_dir.iterdir():
+        cid, what, node, tag = f.name.split("__")
+        a = attempts.setdefault((cid, node, tag), {"node": node, "tag": tag, "finished": False})
+        a["finished"] |= what == "end"
+    out: dict[str, list[dict]] = {}
+    for (cid, _, _), a in sorted(attempts.items(), key=lambda kv: kv[0][2]):
+        out.setdefault(cid, []).append(a)
+    return out
+
+
 def scenario_zssr_node_removed(args: dict) -> dict:
     import pandas as pd
     import ray
@@ -118,13 +152,18 @@ def scenario_zssr_node_removed(args: dict) -> dict:
 
     from survsr.pipelines import zssr_pool
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    # Placement by capacity: the head takes no actor (0 CPUs), the kept node one, the doomed node the other two
+    # of the pool's three single-CPU actors. A spare node joins just before the removal, so the pool can put
+    # its restarted actors somewhere.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     try:
-        keep = cluster.add_node(num_cpus=2)
+        keep = cluster.add_node(num_cpus=1)
         doomed = cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
         _connect(cluster)
-        faces_dir, out = Path(args["faces"]), Path(args["out"])
+        faces_dir, out, spy = Path(args["faces"]), Path(args["out"]), Path(args["spy"])
+        spy.mkdir(parents=True, exist_ok=True)
+        zssr_pool.ZSSRWorker = _spy_worker(zssr_pool.ZSSRWorker, str(spy))
         cfg = zssr_pool.load_config(args["config"], args["overrides"])
         box: dict = {}
 
@@ -134,14 +173,24 @@ def scenario_zssr_node_removed(args: dict) -> dict:
             except BaseException as exc:  # noqa: BLE001 - reported to the parent test
                 box["error"] = f"{type(exc).__name__}: {exc}"
 
+        def busy_on_doomed() -> bool:
+            return any(not a["finished"] and a["node"] == doomed.node_id
+                       for tries in _spy_attempts(spy).values() for a in tries)
+
         t = threading.Thread(target=work)
         t0 = time.time()
         t.start()
-        # Remove the node once the pool is demonstrably working (first HR faces written).
+        # Once the pool is demonstrably working (first HR faces written; its actors placed), the spare joins;
+        # the doomed node is removed as soon as it has a face in progress.
         _wait_for(lambda: len(list(out.rglob("*.png"))) >= args["remove_after"] or not t.is_alive(), 240,
                   "the first ZSSR outputs")
+        spare = cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        _wait_for(lambda: busy_on_doomed() or not t.is_alive(), 60, "a face in progress on the doomed node",
+                  every=0.05)
         pngs_before = len(list(out.rglob("*.png")))
         finished_before_removal = not t.is_alive()
+        busy_at_removal = busy_on_doomed()
         cluster.remove_node(doomed)
         removed_at = time.time() - t0
         t.join(timeout=args["timeout"])
@@ -153,10 +202,13 @@ def scenario_zssr_node_removed(args: dict) -> dict:
         return {
             "error": box.get("error"), "still_running": t.is_alive(),
             "finished_before_removal": finished_before_removal, "pngs_before_removal": pngs_before,
+            "doomed_busy_at_removal": busy_at_removal,
             "removed_at_s": round(removed_at, 1), "seconds": round(time.time() - t0, 1),
             "face_ids": sorted(faces["crop_id"]), "done_ids": [r["crop_id"] for r in rows],
             "hashes_ok": all(sha256_file(out / r["hr_path"]) == r["sha256"] for r in rows),
-            "nodes_alive": sum(n["Alive"] for n in ray.nodes()), "kept_node": keep.node_id,
+            "nodes_alive": sum(n["Alive"] for n in ray.nodes()),
+            "nodes": {"keep": keep.node_id, "doomed": doomed.node_id, "spare": spare.node_id},
+            "attempts": _spy_attempts(spy),
         }
     finally:
         ray.shutdown()
@@ -506,18 +558,36 @@ if __name__ != "__main__":
         from survsr.pipelines import run as pipeline_run
 
         tiny = pipeline_run.load_config("pipeline_tiny.yaml").zssr
-        # three single-CPU actors over two worker nodes, one face per batch: the node goes with work in flight
+        # three single-CPU actors, two of them on the node that is removed, one face per batch: the node goes
+        # with faces in flight on it
         res = run_scenario("zssr_node_removed", {
-            "faces": str(faces_dir), "out": str(tmp_path / "zssr"), "remove_after": 2, "timeout": 300,
+            "faces": str(faces_dir), "out": str(tmp_path / "zssr"), "spy": str(tmp_path / "spy"),
+            "remove_after": 2, "timeout": 300,
             "config": tiny.config, "overrides": list(tiny.overrides) + ["pool.actors=3", "pool.batch_size=1",
                                                                         "pool.slots=1"]}, timeout=480)
         assert res["error"] is None and not res["still_running"], res
+        assert res["doomed_busy_at_removal"], f"no face was in progress on the node when it was removed: {res}"
         assert not res["finished_before_removal"], "the pool finished before the node could be removed"
-        assert res["nodes_alive"] == 2  # head + the node that was kept
-        # every face exactly once: no face lost with the node, none written twice to the manifest
+        assert res["nodes_alive"] == 3  # head + the kept node + the spare
+        nodes, attempts = res["nodes"], res["attempts"]
+        # work was placed on the doomed node, and faces were in progress there when it died
+        on_doomed = {cid: [a for a in tries if a["node"] == nodes["doomed"]] for cid, tries in attempts.items()}
+        assert any(on_doomed.values()), attempts
+        lost = sorted(cid for cid, tries in on_doomed.items() if any(not a["finished"] for a in tries))
+        assert lost, f"no face was in flight on the removed node: {attempts}"
+        # each of them was redone exactly once, elsewhere, and finished
+        for cid in lost:
+            again = [a for a in attempts[cid] if a["node"] != nodes["doomed"]]
+            assert len(again) == 1 and again[0]["finished"], (cid, attempts[cid])
+        # every face finished exactly once (a face finished on the doomed node is not redone) and is in the
+        # manifest once: none lost with the node, none written twice
+        assert sorted(attempts) == res["face_ids"]
+        assert all(sum(a["finished"] for a in tries) == 1 for tries in attempts.values()), attempts
         assert sorted(res["done_ids"]) == res["face_ids"]
         assert len(res["done_ids"]) == len(set(res["done_ids"])) == 20
         assert res["hashes_ok"]
+        print(json.dumps({"in_flight_on_removed_node": lost, "removed_at_s": res["removed_at_s"],
+                          "seconds": res["seconds"]}))
 
     def test_training_worker_killed_resumes_from_checkpoint(faces_dir, tmp_path):
         zssr = make_bicubic_zssr(faces_dir, tmp_path / "zssr")

@@ -160,7 +160,7 @@ def service(serve_app, gen_path, tmp_path_factory):
         "jobs": {"dir": str(jobs), "num_cpus": 0.25, "batch_size": 2},
         # a stream actor asks for more CPUs than the box has: it is accepted but can never start (item 9)
         "streams": {"allowed_prefixes": [str(allowed), "http://127.0.0.1:8099"], "out_dir": str(jobs / "streams"),
-                    "num_cpus": 64},
+                    "num_cpus": 64, "max_streams": 1},
     }
     with serve_app(args, "survsr-hostile", TOKEN, client_timeout_s=20.0) as (client, _):
         yield {"client": client, "jobs": jobs, "allowed": allowed, "gen": gen_path}
@@ -186,6 +186,21 @@ def test_pending_stream_reports_pending_and_can_be_stopped(service):
     assert d.status_code == 200 and d.json()["state"] == "stopped"
     assert time.monotonic() - t0 < 15
     assert c.get(f"/v1/streams/{sid}").status_code == 404
+
+
+def test_too_many_streams_is_429_until_one_ends(service):
+    """streams.max_streams (1 here): a stream still pending (it can never get its 64 CPUs) counts; the next
+    one is refused with 429 until it is stopped, then accepted."""
+    c = service["client"]
+    source = {"source": str(service["allowed"] / "cam.mp4")}
+    first = c.post("/v1/streams", json=source)
+    assert first.status_code == 201, first.text
+    second = c.post("/v1/streams", json=source)
+    assert second.status_code == 429 and second.json()["detail"] == "already 1 streams running (streams.max_streams)"
+    assert c.delete(f"/v1/streams/{first.json()['stream_id']}").json()["state"] == "stopped"
+    third = c.post("/v1/streams", json=source)
+    assert third.status_code == 201, third.text
+    assert c.delete(f"/v1/streams/{third.json()['stream_id']}").json()["state"] == "stopped"
 
 
 def test_no_server_paths_in_health_or_422(service):

@@ -17,6 +17,8 @@ from survsr.models.zssr import (
 )
 from survsr.models.zssr_batched import BatchedZSSR
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
 REPO = Path(__file__).resolve().parents[2]
 # Face box on carphone frame 0 found once with survsr.video.detect's Haar detector (tight box 58,33,62,62); the test
 # asks the detector again and falls back to this when it finds nothing.
@@ -25,17 +27,6 @@ FACE_CENTER = (89, 64)
 # A CPU-sized schedule: same model, fewer iterations (and an lr policy that can act within them).
 SMALL = dict(max_iters=60, min_iters=20, run_test_every=5, learning_rate_policy_check_every=10,
              learning_rate_slope_range=20)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CI box is shared; one torch thread avoids oversubscription stalls (results do not depend on it)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +51,32 @@ def face_pair(carphone):
 
 
 def test_zssr_beats_bicubic_on_a_real_face(face_pair):
+    """Both parts of ZSSR's output on a real face (carphone, x2, 150 iterations, seed 0): the trained network
+    alone, and the full inference (self-ensemble + back-projection). Back-projection by itself already gains
+    +0.92 dB over bicubic with an UNTRAINED network here, so only the network-alone figure shows that training
+    works. Measured (this face, seeds 0-7, 2-core box): network alone +1.01 dB on seed 0, +0.80..+1.16 over the
+    eight seeds; full +1.21 dB on seed 0, +1.02..+1.37; untrained network alone +0.00 on every seed. Bounds:
+    network alone > +0.6 dB, full > +0.9 dB (below every seed measured), untrained within 0.01 dB of bicubic."""
+    import dataclasses
+
+    from survsr.models.zssr import ZSSR, check_image, init_weights, to_uint8
+
     hr, lr = face_pair
-    out, info = super_resolve(lr, ZSSRConfig(max_iters=150, min_iters=60, device="cpu"), seed=0)
+    cfg = ZSSRConfig(max_iters=150, min_iters=60, device="cpu")
+    full, net_only = ZSSR(cfg), ZSSR(dataclasses.replace(cfg, back_projection_iters=0))
+    a, gray = check_image(lr)  # what super_resolve (ZSSR.run) does, keeping the trained weights
+    image = full._tensor(a)
+    weights, info = full.train(image, seed=0)
+    out = to_uint8(full.infer(weights, image), gray)
     bic = bicubic_upscale(lr, 2.0)
     assert out.shape == bic.shape == (64, 64, 3) and out.dtype == np.uint8
-    p_zssr = peak_signal_noise_ratio(hr, out)
     p_bic = peak_signal_noise_ratio(hr, bic)
-    assert p_zssr > p_bic + 0.3, (p_zssr, p_bic)
-    assert info["iterations"] == 150 and info["device"] == "cpu" and info["final_loss"] < 0.05
+    gain_full = peak_signal_noise_ratio(hr, out) - p_bic
+    gain_net = peak_signal_noise_ratio(hr, to_uint8(net_only.infer(weights, image), gray)) - p_bic
+    gain_untrained = peak_signal_noise_ratio(hr, to_uint8(net_only.infer(init_weights(0, cfg), image), gray)) - p_bic
+    assert gain_net > 0.6 and gain_full > 0.9, (gain_net, gain_full)
+    assert abs(gain_untrained) < 0.01, gain_untrained  # the residual net starts at bicubic: the gain is learnt
+    assert info["iterations"] == 150 and info["final_loss"] < 0.05
 
 
 def test_deterministic_for_a_seed(face_pair):
@@ -128,6 +137,64 @@ def test_lr_policy_on_synthetic_error_curves():
     assert changes[0] >= 1000 and len(changes) == 3 and iters == changes[-1] + 1
 
 
+def _official_schedule(steps, errors, cfg, max_iters):
+    """The official ``learning_rate_policy`` written out again, on a run's recorded reconstruction errors: at
+    every ``check_every``-th iteration more than ``min_iters`` after the last change, fit a line to the last
+    slope_range/run_test_every errors measured so far; divide the lr by 10 when -ratio * slope < the slope's
+    standard error; stop once the lr is below min_learning_rate. Returns (change iterations, iterations run)."""
+    lr, last, changes = cfg.learning_rate, 0, []
+    n = max(1, int(cfg.learning_rate_slope_range / cfg.run_test_every))
+    for it in range(max_iters):
+        if (it + 1) % cfg.learning_rate_policy_check_every == 0 and it - last > cfg.min_iters:
+            known = [(s, e) for s, e in zip(steps, errors) if s <= it][-n:]
+            if len(known) >= 3:
+                (slope, _), cov = np.polyfit([s for s, _ in known], [e for _, e in known], 1, cov=True)
+                if -cfg.learning_rate_change_ratio * slope < np.sqrt(cov[0, 0]):
+                    lr, last = lr / 10, it
+                    changes.append(it)
+        if lr < cfg.min_learning_rate:
+            return changes, it + 1
+    return changes, max_iters
+
+
+def test_lr_policy_schedule_inside_super_resolve(face_pair, monkeypatch):
+    """The lr policy as the real loop applies it (super_resolve on a real face, fp32): errors measured every
+    run_test_every iterations, lr divided by 10 exactly where the official rule says on those errors, Adam
+    stepping with the new lr from the next iteration on, and training stopping right after the lr falls below
+    min_learning_rate."""
+    import torch
+
+    from survsr.models import zssr
+
+    _, lr_img = face_pair
+    cfg = ZSSRConfig(**{**SMALL, "max_iters": 240}, min_learning_rate=5e-5, width=16, depth=4, device="cpu",
+                     precision="fp32", output_flip=False, back_projection_iters=2)
+    states, adam_lrs = [], []
+    real_policy = zssr.lr_policy
+
+    def policy(it, st, c):
+        states.append(st)
+        return real_policy(it, st, c)
+
+    class Adam(torch.optim.Adam):
+        def step(self, *a, **k):
+            adam_lrs.append(self.param_groups[0]["lr"])
+            return super().step(*a, **k)
+
+    monkeypatch.setattr(zssr, "lr_policy", policy)
+    monkeypatch.setattr(torch.optim, "Adam", Adam)
+    out, info = super_resolve(lr_img, cfg, seed=0)
+    st = states[-1]
+    assert all(s is st for s in states) and len(states) == info["iterations"]  # one call per iteration
+    assert st.steps == list(range(0, info["iterations"], cfg.run_test_every)) and len(st.errors) == len(st.steps)
+    changes, iterations = _official_schedule(st.steps, st.errors, cfg, cfg.max_iters)
+    assert len(changes) == 2 and iterations < cfg.max_iters  # the policy acted twice and ended the run
+    assert info["lr_changes"] == changes and info["iterations"] == iterations
+    expected = [cfg.learning_rate / 10 ** sum(c < it for c in changes) for it in range(iterations)]
+    assert adam_lrs == pytest.approx(expected, rel=1e-12)
+    assert info["final_lr"] == pytest.approx(cfg.learning_rate / 100) and out.shape == (64, 64, 3)
+
+
 def test_augmentation_covers_the_8_transforms_and_scales():
     cfg = ZSSRConfig()
     u = aug_draws(np.full(4000, 7), np.arange(4000))
@@ -150,10 +217,21 @@ def test_augmentation_covers_the_8_transforms_and_scales():
     assert all(torch.equal(undo_dihedral(o, k), x) for k, o in enumerate(outs))
 
 
+# fp32 tolerances: the loss is a mean of a few thousand fp32 terms after 60-80 Adam steps; the batched engine sums
+# in another order, so the last bits differ. Measured batched vs one-at-a-time (these faces, 2-core box): final
+# loss within 1.8e-7 relative (1.5 fp32 ulps), output within 1 grey level on 0.03% of the pixels of one face, the
+# same lr changes and iteration counts. For scale, the one-at-a-time path itself in fp32 vs fp64 differs by 1 grey
+# level on up to 2.7% of a face's pixels. Bounds: 1e-5 relative on the loss (~80 ulps), and the fp64 test's
+# output bound (<= 1 level, >= 99% of pixels equal); lr changes and iterations exact.
+PRECISION_TOL = {"fp64": 1e-9, "fp32": 1e-5}
+
+
+@pytest.mark.parametrize("precision", ["fp64", "fp32"])
 @pytest.mark.parametrize("noise", [0.0125, 0.0], ids=["mixed-sizes-noisy-sons", "one-size-bank-path"])
-def test_batched_engine_equals_one_at_a_time(noise):
-    """float64 on CPU: the grouped/masked/slot-recycling engine must reproduce each face's own run (both its
-    general path and the bank fast path used for noise-free faces of one size)."""
+def test_batched_engine_equals_one_at_a_time(noise, precision):
+    """On CPU, in float64 and in float32 (the CPU default): the grouped/masked/slot-recycling engine must
+    reproduce each face's own run (both its general path and the bank fast path used for noise-free faces of
+    one size); tolerances above."""
     rng = np.random.default_rng(1)
     base = np.asarray(Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).resize((40, 40)))
     if noise:
@@ -161,13 +239,16 @@ def test_batched_engine_equals_one_at_a_time(noise):
     else:
         imgs = [base[:18, :18], base[5:23, 3:21], base[10:28, 10:28], base[20:38, 2:20]]
     # A narrower/shallower net than the paper's keeps this fast; the engine logic under test is the same.
-    cfg = ZSSRConfig(**{**SMALL, "max_iters": 80}, min_learning_rate=5e-5, width=16, depth=4, precision="fp64",
+    cfg = ZSSRConfig(**{**SMALL, "max_iters": 80}, min_learning_rate=5e-5, width=16, depth=4, precision=precision,
                      device="cpu", noise_std=noise, back_projection_iters=3)
     seeds = [11, 12, 13, 14]
     ref = [super_resolve(im, cfg, seed=s) for im, s in zip(imgs, seeds)]
     engine = BatchedZSSR(cfg, slots=2)  # 2 slots: faces leave and waiting faces enter
     got = {k: (o, i) for k, o, i in engine.run([(i, im, s) for i, (im, s) in enumerate(zip(imgs, seeds))])}
     assert (engine.bank is not None) == (noise == 0)
+    import torch
+
+    assert engine.dtype == {"fp64": torch.float64, "fp32": torch.float32}[precision] and engine.amp is None
     assert any(i["lr_changes"] for _, i in ref)  # the lr policy acted (per face)
     if noise:
         assert min(i["iterations"] for _, i in ref) < cfg.max_iters  # ... and stopped some face early
@@ -175,7 +256,8 @@ def test_batched_engine_equals_one_at_a_time(noise):
         o2, i2 = got[k]
         assert o1.shape == o2.shape
         assert i1["iterations"] == i2["iterations"] and i1["lr_changes"] == i2["lr_changes"]
-        assert i1["final_loss"] == pytest.approx(i2["final_loss"], rel=1e-9)
+        assert i1["final_loss"] == pytest.approx(i2["final_loss"], rel=PRECISION_TOL[precision])
+        assert i1["device"] == i2["device"] == "cpu"
         assert np.abs(o1.astype(int) - o2).max() <= 1 and np.mean(o1 == o2) > 0.99
 
 
@@ -266,5 +348,10 @@ def test_quality_benchmark_smoke(tmp_path):
     import json
 
     rows = json.loads((tmp_path / "q.json").read_text())["rows"]
-    assert len(rows) == 1 and rows[0]["psnr_bicubic"] > 20 and rows[0]["psnr_zssr"] > rows[0]["psnr_bicubic"] - 1.0
+    # Measured on this box: bicubic 42.3106 dB, ZSSR +1.2534..+1.2542 dB over seeds 0-9 (docs/benchmarks.md:
+    # 42.31 / 43.56). The bound leaves 0.05 dB, fifty times that spread, for other CPUs' float rounding. At this
+    # 20-iteration budget the lead is back-projection's (max_iters=0 scores the same 43.56): that the network
+    # learns is test_zssr_beats_bicubic_on_a_real_face's check.
+    assert len(rows) == 1 and rows[0]["image"] == "baby" and rows[0]["psnr_bicubic"] == pytest.approx(42.31, abs=0.01)
+    assert rows[0]["psnr_zssr"] - rows[0]["psnr_bicubic"] > 1.20, rows[0]
     assert "mean" in res.stdout

@@ -16,20 +16,12 @@ from survsr.models.zssr import ZSSR, ZSSRConfig, to_uint8
 from survsr.models.zssr_batched import BatchedZSSR
 from survsr.models.zssr_init import WarmStartConfig, init_from_bytes, init_to_bytes, sha256_bytes, train_init
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
 # a narrow/shallow net and a short schedule: the logic under test is the same as the paper's network
 NET = dict(width=16, depth=4, device="cpu", back_projection_iters=2, max_iters=12, min_iters=4, run_test_every=2,
            learning_rate_policy_check_every=3, learning_rate_slope_range=6)
 WS = WarmStartConfig(enabled=True, steps=6, faces_per_step=3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -189,6 +189,79 @@ def test_config_change_redoes_video(inputs, tmp_path):
     assert sorted(p.name for p in (tmp_path / "crops").rglob("lr/*.png")) == sorted(Path(p).name for p in df.lr_path)
 
 
+_KILL = """
+import os, signal, sys
+from survsr.pipelines import ingest_store, ingest_video
+from survsr.pipelines.ingest import load_config, run_ingest
+
+out, where, victim, sources, overrides = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:6], sys.argv[6:]
+written = []
+real_crop, real_json = ingest_video.write_crop, ingest_store.atomic_write_json
+
+def write_crop(row, out_dir, source, *a, **k):  # SIGKILL (no cleanup at all) right after the 3rd crop
+    written.append(source)
+    r = real_crop(row, out_dir, source, *a, **k)
+    if where == "crops" and written.count(victim) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return r
+
+def atomic_write_json(path, doc):  # SIGKILL after the crops and part are in place, before the marker
+    if where == "marker" and str(path).endswith(".done.json") and doc.get("source") == victim:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_json(path, doc)
+
+ingest_video.write_crop, ingest_store.atomic_write_json = write_crop, atomic_write_json
+cfg = load_config(None, overrides)
+cfg.decode.chunk_frames = 8
+run_ingest(sources, out, cfg, use_ray=False)
+"""
+
+
+@pytest.mark.parametrize("where", ["crops", "marker"])
+def test_killed_partway_through_a_video_then_resumed(inputs, tmp_path, where):
+    """``kill -9`` while the second video is being written (after its 3rd crop; or after its crops and part are
+    in place but before its done marker), then the same command again: the finished video is not redone, the
+    killed one is redone from scratch, and the result is exactly what an uninterrupted run gives, with no
+    stray file left on disk."""
+    import subprocess
+    import sys
+
+    sources = [inputs["astro"], inputs["carphone"]]
+    overrides = ["detector.kind=haar", "decode.max_frames=40", "select.best_k=6"]
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-c", _KILL, str(out), where, sources[1], *sources, *overrides],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    parts = out / "parts"
+    first_marker = next(parts.glob("*.done.json"))
+    assert len(list(parts.glob("*.done.json"))) == 1 and json.loads(first_marker.read_text())["source"] == sources[0]
+    killed_vid = sha256_file(sources[1])[:12]
+    if where == "crops":
+        assert len(list((out / "crops" / f".{killed_vid}.tmp" / "lr").glob("*.png"))) == 3  # died mid-video
+    else:
+        assert (out / "crops" / killed_vid).is_dir() and (parts / f"{killed_vid}.parquet").is_file()
+    first_mtime = first_marker.stat().st_mtime_ns
+
+    cfg = load_config(None, overrides)
+    cfg.decode.chunk_frames = 8
+    rep = run_ingest(sources, out, cfg, use_ray=False)
+    assert rep["ok"] and rep["this_run"]["skipped_done"] == [sources[0]] and rep["this_run"]["processed"] == [sources[1]]
+    assert first_marker.stat().st_mtime_ns == first_mtime
+
+    ref_dir = tmp_path / "ref"
+    run_ingest(sources, ref_dir, cfg, use_ray=False)
+    got, ref = pd.read_parquet(out / "faces.parquet"), pd.read_parquet(ref_dir / "faces.parquet")
+    cols = [c for c in MANIFEST_COLUMNS if c not in ("sha256", "native_sha256")]  # PNG bytes carry the run's stamp
+    pd.testing.assert_frame_equal(got[cols], ref[cols])
+    assert (got["source_path"] == sources[1]).sum() == (ref["source_path"] == sources[1]).sum() >= 3
+    for rel in (*got["lr_path"], *got["native_path"]):
+        assert np.array_equal(np.asarray(Image.open(out / rel)), np.asarray(Image.open(ref_dir / rel))), rel
+    # nothing on disk that the manifest does not list: no staging directory, no crop of the killed attempt
+    on_disk = {str(f.relative_to(out)) for f in (out / "crops").rglob("*") if f.is_file()}
+    assert on_disk == set(got["lr_path"]) | set(got["native_path"])
+    assert sorted(f.name for f in parts.iterdir()) == sorted(f.name for f in (ref_dir / "parts").iterdir())
+
+
 def test_cli_exit_codes_and_messages(inputs, tmp_path, capsys):
     bad = [inputs[k] for k in ("empty", "text", "missing")]
     assert cli.main(["ingest", *bad, "--out", str(tmp_path / "a"), "--no-ray"]) == 1

@@ -171,6 +171,70 @@ def test_bad_inputs_get_4xx_and_server_keeps_serving(server, tmp_path):
     assert c.get("/healthz").json()["status"] == "ok"
 
 
+def _chunks(total: int, size: int = 256 * 1024):
+    """A body sent without Content-Length (httpx streams a generator with Transfer-Encoding: chunked)."""
+    sent = 0
+    while sent < total:
+        n = min(size, total - sent)
+        sent += n
+        yield b"\0" * n
+
+
+def test_oversize_uploads_refused_by_size_and_by_pixels_without_leftovers(server, tmp_path):
+    """The limits (server fixture: 2,000,000 video bytes, 640x480 video pixels, 600,000 image bytes): a declared
+    size over the limit, a chunked upload that grows past it (no Content-Length to trust), and a small video
+    whose frames are too big. Each is a 413 naming the limit, and no job directory is left behind."""
+    c, jobs = server["client"], server["jobs"]
+    before = sorted(p.name for p in jobs.iterdir())
+    r = c.post("/v1/videos", content=b"\0" * 2_000_001)
+    assert r.status_code == 413 and r.json()["detail"] == "video: body is 2000001 bytes, limit is 2000000"
+    r = c.post("/v1/videos", content=_chunks(2_500_000))
+    assert "content-length" not in r.request.headers and r.request.headers["transfer-encoding"] == "chunked"
+    assert r.status_code == 413 and r.json()["detail"] == "video: body exceeds the limit of 2000000 bytes"
+    r = c.post("/v1/enhance", content=_chunks(700_000))
+    assert r.status_code == 413 and r.json()["detail"] == "image: body exceeds the limit of 600000 bytes"
+    big = make_clip(tmp_path / "big.mp4", n=2, size=(656, 496))  # 325,376 pixels > 640 x 480 = 307,200
+    assert big.stat().st_size < 2_000_000
+    r = c.post("/v1/videos", content=big.read_bytes())
+    assert r.status_code == 413 and r.json()["detail"] == "video frames are 656x496, limit is 307200 pixels"
+    assert sorted(p.name for p in jobs.iterdir()) == before
+    assert c.post("/v1/videos", content=make_clip(tmp_path / "ok.mp4", n=2, size=(640, 480)).read_bytes()
+                  ).status_code == 202  # exactly at the limit is accepted
+
+
+def test_result_of_a_job_not_done_is_409_then_200(server, tmp_path):
+    """Asked for before the job has finished, the result is a 409 with the job's state, not a partial file. A
+    job runs in a fresh worker process (max_calls=1) that must start and import torch before it decodes a
+    frame, so a GET straight after the 202 always finds it queued or running."""
+    c = server["client"]
+    clip = make_clip(tmp_path / "clip.mp4", n=48, size=(64, 48))
+    r = c.post("/v1/videos?mode=frame", content=clip.read_bytes())
+    assert r.status_code == 202, r.text
+    job = r.json()["job_id"]
+    early = c.get(f"/v1/videos/{job}/result")
+    assert early.status_code == 409, early.text
+    state = early.json()["state"]
+    assert state in ("queued", "running") and early.json()["detail"] == f"job is {state}"
+    assert early.headers["content-type"] == "application/json" and early.json()["job_id"] == job
+    assert _wait_job(c, job)["state"] == "done"
+    done = c.get(f"/v1/videos/{job}/result")
+    assert done.status_code == 200 and done.headers["content-type"] == "video/mp4"
+
+
+def test_streams_endpoint_bad_bodies_and_unknown_ids(server):
+    c = server["client"]
+    for body in (b"not json at all", b"[1, 2]", b'"http://127.0.0.1:1/cam.ts"', b'{"options": {}}', b"{"):
+        r = c.post("/v1/streams", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["detail"] == 'body must be JSON {"source": URL, "options": {...}}'
+    r = c.post("/v1/streams", content=_chunks(70_000))  # the request body is small JSON: 64 KiB at most
+    assert r.status_code == 413 and "65536" in r.json()["detail"]
+    unknown = "0123456789abcdef" * 2
+    for r in (c.get(f"/v1/streams/{unknown}"), c.delete(f"/v1/streams/{unknown}")):
+        assert r.status_code == 404 and r.json()["detail"] == f"no stream {unknown!r}"
+    assert c.get("/healthz").json()["status"] == "ok"
+
+
 def test_bearer_token_required(server):
     import httpx
 

@@ -228,9 +228,40 @@ def test_lr_never_silently_upscaled():
     assert sharpness(big) > 100 * (sharpness(blurred) + 1e-3)
 
 
-def test_detection_contract():
-    d = Detection(box=(1, 2, 3, 4), score=1.0, detector="haar-frontal")
-    assert d.box == (1, 2, 3, 4) and isinstance(d.score, float)
+@pytest.mark.parametrize("kind", ["haar", "mtcnn"])
+def test_detection_contract(carphone, kind):
+    """What every detector hands the tracker and the cropper (video/detect.py's ``Detection``), checked on its
+    real output: plain-int square boxes inside the frame that are the tight box grown by the configured margin
+    (shifted inward at a border), a float score in the detector's range, its label, landmarks only where the
+    detector has them, and left-to-right order. Frames: carphone, two people side by side (the frame and its
+    mirror image), and the face cut by the left border."""
+    cfg = DetectorConfig(kind=kind)
+    det = make_detector(cfg)
+    a, b = (f.image for f in iter_frames(carphone["pristine"], max_frames=2, stride=20))
+    pair = np.ascontiguousarray(np.concatenate([b, b[:, ::-1]], axis=1))
+    images = [a, pair, np.ascontiguousarray(a[:, 50:])]
+    per_frame = [det.detect(img) for img in images]
+    assert [len(d) for d in per_frame] == [1, 2, 1], per_frame
+    for img, dets in zip(images, per_frame):
+        fh, fw = img.shape[:2]
+        for d in dets:
+            assert isinstance(d, Detection)
+            for box in (d.box, d.raw_box):
+                assert type(box) is tuple and len(box) == 4 and all(type(v) is int for v in box), box
+                x, y, w, h = box
+                assert 0 <= x and 0 <= y and x + w <= fw and y + h <= fh and w > 0 and h > 0, box
+            assert d.box == expand_box(d.raw_box, cfg.margin, fw, fh)
+            assert d.box[2] == d.box[3] and d.box[2] > max(d.raw_box[2:])  # square, with its margin
+            assert type(d.score) is float
+            if kind == "haar":
+                assert d.detector == "haar-frontal" and d.landmarks is None and d.score >= 1.0
+            else:
+                assert d.detector == "mtcnn" and cfg.thresholds[2] <= d.score <= 1.0
+                assert len(d.landmarks) == 10 and all(type(v) is float for v in d.landmarks)
+        assert [d.raw_box[:2] for d in dets] == sorted(d.raw_box[:2] for d in dets)
+    assert per_frame[2][0].box[0] == 0  # the margin crossed the border: the square box was shifted inward
+    with pytest.raises(ValueError, match="uint8 HxWx3"):
+        det.detect(a.astype(np.float32))
 
 
 def test_http_url_source(tmp_path):
