@@ -347,8 +347,7 @@ class Ingress:
 
         from survsr.marking import mark_image
 
-        # an image: the band is added below it, so no pixel of the picture is covered (video frames,
-        # which must keep one size, are marked by survsr.enhance.frames.frame_marking instead)
+        # the band is added below the picture, so no pixel of it is covered (as for video frames)
         marking = replace(self._marking(label), mode="extend")
         out = mark_image(out, marking)
         upload_sha = sha256_bytes(data)

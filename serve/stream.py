@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from survsr.enhance.worker import OutputConfig
-from survsr.enhance.frames import frame_marking, mark_frame
+from survsr.enhance.frames import mark_frame
 from survsr import telemetry
 from survsr.marking import MarkingConfig, mark_document
 from survsr.provenance import PROVENANCE_KEY, atomic_write_json, provenance, sha256_file, stage_record
@@ -305,7 +305,6 @@ class StreamProcessor:
         self._stop = threading.Event()
         self._reader_done = threading.Event()
         self._rate: Fraction | None = None
-        self._marking: MarkingConfig | None = None
         self._lock = threading.Lock()
 
     # -- public
@@ -339,8 +338,6 @@ class StreamProcessor:
                 if segs.rate is None:
                     segs.rate = self._rate
                 for (t, _), out in zip(batch, outs):
-                    if self._marking is None:
-                        self._marking = frame_marking(self.cfg.label, out.shape[1], out.shape[0])
                     segs.write(mark_frame(out, self.cfg.label), t)
                 with self._lock:
                     self.stats.enhance_seconds += time.monotonic() - t0
@@ -500,7 +497,7 @@ class StreamProcessor:
     # -- outputs
     def _segment_done(self, rec: dict) -> None:
         cfg_hash = _hash(self.cfg)
-        marking = self._marking or self.cfg.label
+        marking = self.cfg.label
         doc = mark_document(provenance(
             "enhanced_stream_segment",
             source={"path": self.cfg.source, "sha256": None, "frame_index": None, "time_s": rec["start_s"],

@@ -5,8 +5,8 @@ Two independent marks:
 * a **visible label** ("AI-ENHANCED" by default) on an opaque, contrasting band at the top or bottom of the
   image or video frame. By default (``mode: extend``) the band is ADDED to the canvas, so every pixel of the
   picture stays as the model made it (on a 64x64 face an overlaid band would hide the mouth and chin).
-  ``mode: overlay`` draws it over the picture instead (video frames tall enough for it, see
-  ``survsr.enhance.frames.frame_marking``). It is on by default for exports and can be switched off
+  ``mode: overlay`` (opt-in) draws it over the picture instead and keeps the canvas size; video frames use
+  the configured mode like everything else. It is on by default for exports and can be switched off
   (``MarkingConfig.enabled``);
 * **metadata**, which is always written whatever the visible label says: the provenance document's
   ``model_output`` flag plus a ``marking`` record, and for PNGs a plain-language ``Description`` text chunk

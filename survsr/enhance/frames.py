@@ -19,19 +19,11 @@ def upscale_bicubic(img: np.ndarray, scale: int) -> np.ndarray:
     return cv2.resize(img, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
 
 
-def frame_marking(cfg: MarkingConfig, width: int, height: int) -> MarkingConfig:
-    """Band over the picture when it fits in half the frame, else added below it. The band's height
-    depends on the width only, so every frame of a video gets the same size (the encoder needs that)."""
-    from survsr.marking import band_height
-
-    return replace(cfg, mode="overlay" if band_height(width, cfg) < height // 2 else "extend")
-
-
 def mark_frame(img: np.ndarray, cfg: MarkingConfig) -> np.ndarray:
-    """Video frames / full images: the label band, see ``frame_marking``."""
-    if not cfg.enabled:
-        return img
-    return mark_image(img, frame_marking(cfg, img.shape[1], img.shape[0]))
+    """Video frames / full images: the configured band, by default added below the picture so no enhanced pixel
+    is covered (``marking.mode: overlay`` is the opt-in that keeps the frame size). Its height depends on the
+    width only and is even, so every frame of a video keeps one even size (the encoder needs that)."""
+    return mark_image(img, cfg) if cfg.enabled else img
 
 
 def mark_crop(img: np.ndarray, cfg: MarkingConfig) -> np.ndarray:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from survsr.config import config_hash, from_dict, to_dict
-from survsr.enhance.frames import frame_marking, mark_crop, mark_frame, side_by_side
+from survsr.enhance.frames import mark_crop, mark_frame, side_by_side
 from survsr.enhance.runner import EngineConfig
 from survsr.marking import MarkingConfig, mark_document, model_output_text
 from survsr.provenance import (PROVENANCE_KEY, atomic_path, atomic_write_json, provenance, sha256_file,
@@ -232,7 +232,6 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
     out_path = out_dir / f"{stem}.mp4"
     pending: list[tuple[int, np.ndarray]] = []
     early_audio: list = []
-    marking: list[MarkingConfig | None] = [None]
     writer: VideoWriter | None = None
     read = _Read(src)
 
@@ -242,9 +241,6 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
             return
         outs = enhance_fn([img for _, img in pending])
         for (pts, img), enh in zip(pending, outs):
-            if marking[0] is None:  # what the band looks like on this video, for the provenance record
-                w = enh.shape[1] * (2 if cfg.mode == "side-by-side" else 1)
-                marking[0] = frame_marking(cfg.label, w, enh.shape[0])
             if cfg.mode == "side-by-side":
                 frame = side_by_side(img, enh, label=cfg.label)
             else:
@@ -299,7 +295,7 @@ def _enhance_frames(container, src: Path, src_sha: str, out_dir: Path, stem: str
         source={"path": str(src), "sha256": src_sha, "frame_index": None, "time_s": None, "box": None},
         parents=[{"path": str(src), "sha256": src_sha}],
         stages=[_stage(cfg, model_sha, device, frames=writer.frames, status=status)],
-        model_output=True), marking[0])
+        model_output=True), cfg.label)
     side = {"kind": "enhanced_video", "path": out_path.name, "sha256": out_sha, "status": status,
             "frames": writer.frames, "fps": str(rate), "time_base": str(tb), "audio": aus is not None,
             "mode": cfg.mode, "source_path": str(src), "source_sha256": src_sha, "config_hash": output_hash(cfg),

@@ -13,7 +13,7 @@ from survsr.enhance.worker import EnhanceConfig, FacesConfig, PoolConfig
 from survsr.pipelines.enhance import run_enhance
 from survsr.serve.synthetic import make_clip
 from survsr.enhance.videoio import read_frame_times
-from survsr.marking import MarkingConfig, label_present
+from survsr.marking import MarkingConfig, band_height, label_present
 from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
 
 
@@ -73,7 +73,8 @@ def test_archive_with_corrupt_clip_on_ray_data(ray_session, gen_path, clips, tmp
 
     with av.open(str(video)) as c, av.open(str(clips["a"])) as s:
         assert c.streams.video[0].average_rate == s.streams.video[0].average_rate
-        assert (c.streams.video[0].width, c.streams.video[0].height) == (128, 96)
+        # the AI-ENHANCED band is added below the 128x96 picture, not drawn over it
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (128, 96 + band_height(128, MarkingConfig()))
     # marked as model output: sidecar provenance and the visible band (on by default)
     side = _outputs(out)[video.name[: -len(".mp4")] + ".json"]
     assert side["sha256"] == sha256_file(video)
@@ -127,14 +128,14 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(ray_session, gen_pat
 def test_frame_mode_pixels_are_the_generators_output_before_the_label(gen_path, clips, tmp_path, monkeypatch):
     """Frame mode, in order: every frame handed to the encoder is the generator's output on that source frame
     (the generator run directly on the same batches of 4, none of the enhancement code), with the AI-ENHANCED
-    band drawn over its bottom rows (the 128x96 frame has room for it) and no other pixel changed; with the
+    band added below it (no enhanced pixel covered) and no other pixel changed; with the
     label off it is the generator's output as is. The encoded file then decodes to those frames within H.264's
     loss (crf 18; bound below)."""
     import av
     import torch
 
     from survsr.enhance import videoio
-    from survsr.marking import band_height, render_band
+    from survsr.marking import render_band
     from survsr.models.export import load_generator
 
     with av.open(str(clips["a"])) as c:
@@ -165,9 +166,9 @@ def test_frame_mode_pixels_are_the_generators_output_before_the_label(gen_path, 
         rep = run_enhance([clips["a"]], gen_path, out, cfg)
         assert rep["done"] == 1 and [pts for pts, _ in written] == [pts for pts, _ in src]
         for (_, frame), want in zip(written, direct):
-            if label:
-                assert frame.shape == want.shape and np.array_equal(frame[:-bh], want[:-bh])
-                assert np.array_equal(frame[-bh:], band)
+            if label:  # the band is added below: every enhanced pixel is the generator's
+                assert frame.shape == (want.shape[0] + bh, *want.shape[1:])
+                assert np.array_equal(frame[:-bh], want) and np.array_equal(frame[-bh:], band)
             else:
                 assert np.array_equal(frame, want)
         with av.open(str(out / rep["videos"][0]["output"])) as c:

@@ -18,6 +18,13 @@ from survsr.serve.synthetic import make_clip
 TOKEN = "test-token-123"
 
 
+def _band(width: int) -> int:
+    """Rows the default AI-ENHANCED band adds below a video frame of this width."""
+    from survsr.marking import MarkingConfig, band_height
+
+    return band_height(width, MarkingConfig())
+
+
 def _png(img: np.ndarray) -> bytes:
     from survsr.provenance import encode_png
 
@@ -295,7 +302,7 @@ def test_video_job_end_to_end(server, tmp_path):
     out.write_bytes(res.content)
     with av.open(str(out)) as o:
         vs = o.streams.video[0]
-        assert (vs.width, vs.height) == (128, 96)
+        assert (vs.width, vs.height) == (128, 96 + _band(128))  # AI-ENHANCED band added below the picture
         assert len(o.streams.audio) == 1
     assert read_frame_times(out) == pytest.approx(read_frame_times(clip), abs=1e-3)
     r3 = c.post("/v1/videos?mode=faces", content=clip.read_bytes())
@@ -305,7 +312,7 @@ def test_video_job_end_to_end(server, tmp_path):
     sbs = tmp_path / "sbs.mp4"
     sbs.write_bytes(c.get(f"/v1/videos/{r2.json()['job_id']}/result").content)
     with av.open(str(sbs)) as o:
-        assert (o.streams.video[0].width, o.streams.video[0].height) == (256, 96)
+        assert (o.streams.video[0].width, o.streams.video[0].height) == (256, 96 + _band(256))
     # faces mode: a zip of crops + the manifest sidecar (this synthetic clip has no face: zero crops)
     import zipfile
 
@@ -357,7 +364,7 @@ def test_live_stream_through_the_service(server, tmp_path):
     import av
 
     with av.open(str(out / recs[0]["path"])) as f:
-        assert (f.streams.video[0].width, f.streams.video[0].height) == (128, 96)
+        assert (f.streams.video[0].width, f.streams.video[0].height) == (128, 96 + _band(128))
     assert c.delete(f"/v1/streams/{sid}").json()["frames_read"] == 40
 
 

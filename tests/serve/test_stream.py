@@ -75,13 +75,13 @@ def test_no_overload_no_drops_segments_cover_the_clip(tmp_path):
     recs, times = _segments(tmp_path / "out")
     assert len(recs) >= 2  # 2 s of footage in 0.8 s segments
     assert times == pytest.approx(read_frame_times(clip), abs=1e-3)
-    from survsr.marking import label_present
+    from survsr.marking import band_height, label_present
 
     import av
 
     with av.open(str(tmp_path / "out" / recs[0]["path"])) as c:
         frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
-    assert frame.shape == (96, 128, 3)
+    assert frame.shape == (96 + band_height(128, MarkingConfig()), 128, 3)  # band added below the 128x96 picture
     assert label_present(frame, tolerance=12)  # lossy H.264: the band survives within a few levels
     side = json.loads((tmp_path / "out" / "seg_00000.json").read_text())
     assert side["survsr:provenance"]["model_output"] is True
