@@ -652,6 +652,18 @@ def autocast(device: torch.device, amp: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=amp)
 
 
+def l1_step(weights: list[torch.Tensor], opt: torch.optim.Optimizer, interp: torch.Tensor, father: torch.Tensor,
+            device: torch.device, amp: torch.dtype | None) -> float:
+    """One Adam step of the L1 loss between the network's output on ``interp`` and ``father``."""
+    with autocast(device, amp):
+        out = net_forward(weights, interp)
+    loss = (out.to(father.dtype) - father).abs().mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
 # ---------------------------------------------------------------------------------------------------------
 # One image at a time
 
@@ -689,13 +701,7 @@ class ZSSR:
         for it in range(cfg.max_iters):
             u = aug_draws([seed], [it])[0]
             father, interp = src.pair(u, seed, it)
-            with autocast(self.device, self.amp):
-                out = net_forward(weights, interp)
-            loss = (out.to(father.dtype) - father).abs().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_v = float(loss.detach())
+            loss_v = l1_step(weights, opt, interp, father, self.device, self.amp)
             if it + 1 in want:
                 snaps[it + 1] = [w.detach().clone() for w in weights]
             if it % cfg.run_test_every == 0:

@@ -24,7 +24,7 @@ import torch
 
 from survsr.models.zssr import (
     ADAM_BETAS, ADAM_EPS, STREAM_NOISE, ZSSR, LRState, ZSSRConfig, affine_draws, aug_draws, autocast, back_project,
-    check_image, dihedral, init_weights, lr_policy, median8, net_forward, noise_tensor, official_mode,
+    check_image, dihedral, init_weights, l1_step, lr_policy, median8, net_forward, noise_tensor, official_mode,
     official_transform, resize, to_uint8, undo_dihedral, warp_father,
 )
 
@@ -76,13 +76,7 @@ class GradualZSSR(ZSSR):
             son = self._down(father, f)
             if cfg.noise_std > 0:
                 son = (son + noise_tensor(seed, STREAM_NOISE, offset + it, tuple(son.shape), cfg, son)).clamp(0, 1)
-            interp = self._up(son, f, tuple(father.shape[-2:]))
-            with autocast(self.device, self.amp):
-                out = net_forward(weights, interp)
-            loss = (out.to(father.dtype) - father).abs().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            l1_step(weights, opt, self._up(son, f, tuple(father.shape[-2:])), father, self.device, self.amp)
             if it % cfg.run_test_every == 0:
                 with torch.no_grad(), autocast(self.device, self.amp):
                     son = self._down(image, f)
