@@ -37,9 +37,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from survsr.enhance.worker import OutputConfig
-from survsr.enhance.frames import mark_frame
 from survsr import telemetry
-from survsr.marking import MarkingConfig, mark_document
+from survsr.marking import MarkingConfig, mark_document, mark_frame
 from survsr.provenance import PROVENANCE_KEY, atomic_write_json, provenance, sha256_file, stage_record
 
 log = logging.getLogger(__name__)

@@ -112,7 +112,10 @@ def mark_image(image: np.ndarray, cfg: MarkingConfig | None = None) -> np.ndarra
     return out
 
 
-mark_frame = mark_image  # video frames are images; same band, same check
+# Video frames are images: same band, same check, the configured mode (default: added below the picture, so no
+# enhanced pixel is covered). The band's height depends on the width only and is even, so every frame of a video
+# keeps one even size (the encoder needs that).
+mark_frame = mark_image
 
 
 def label_present(image: np.ndarray, cfg: MarkingConfig | None = None, *, tolerance: float = 0.0) -> bool:

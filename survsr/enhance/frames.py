@@ -8,8 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from survsr.marking import MarkingConfig, mark_image
-
+from survsr.marking import MarkingConfig, mark_frame, mark_image
 
 
 def upscale_bicubic(img: np.ndarray, scale: int) -> np.ndarray:
@@ -17,13 +16,6 @@ def upscale_bicubic(img: np.ndarray, scale: int) -> np.ndarray:
 
     h, w = img.shape[:2]
     return cv2.resize(img, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
-
-
-def mark_frame(img: np.ndarray, cfg: MarkingConfig) -> np.ndarray:
-    """Video frames / full images: the configured band, by default added below the picture so no enhanced pixel
-    is covered (``marking.mode: overlay`` is the opt-in that keeps the frame size). Its height depends on the
-    width only and is even, so every frame of a video keeps one even size (the encoder needs that)."""
-    return mark_image(img, cfg) if cfg.enabled else img
 
 
 def mark_crop(img: np.ndarray, cfg: MarkingConfig) -> np.ndarray:

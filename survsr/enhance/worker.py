@@ -27,9 +27,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from survsr.config import config_hash, from_dict, to_dict
-from survsr.enhance.frames import mark_crop, mark_frame, side_by_side
+from survsr.enhance.frames import mark_crop, side_by_side
 from survsr.enhance.runner import EngineConfig
-from survsr.marking import MarkingConfig, mark_document, model_output_text
+from survsr.marking import MarkingConfig, mark_document, mark_frame, model_output_text
 from survsr.provenance import (PROVENANCE_KEY, atomic_path, atomic_write_json, provenance, sha256_file,
                                stage_record, write_png)
 
