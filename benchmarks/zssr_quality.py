@@ -31,7 +31,7 @@ from survsr.pipelines.zssr_pool import load_config  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "sr-benchmarks"
 SMOKE = ["zssr.max_iters=20", "zssr.min_iters=10", "zssr.run_test_every=5",
-         "zssr.learning_rate_policy_check_every=10", "zssr.learning_rate_slope_range=20"]
+         "zssr.learning_rate_policy_check_every=10", "zssr.learning_rate_slope_range=25"]
 
 
 def prepare(path: Path, scale: int, crop: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ from survsr.models.zssr_batched import BatchedZSSR  # noqa: E402
 from survsr.pipelines.zssr_pool import load_config  # noqa: E402
 
 SMOKE = ["zssr.max_iters=10", "zssr.min_iters=4", "zssr.run_test_every=2", "zssr.learning_rate_policy_check_every=4",
-         "zssr.learning_rate_slope_range=6"]
+         "zssr.learning_rate_slope_range=10"]
 
 
 def faces32(n: int) -> list[np.ndarray]:

@@ -22,19 +22,21 @@ one-at-a-time engine only):
    so a 32x32 face is never pasted on a black canvas.
 2. Resampling (``resampler: matlab`` = official ``imresize``). torch's antialiased bicubic equals it away from
    the borders and differs within 2-4 pixels of them (truncated kernel vs mirrored image).
-3. The lr policy's slope noise (``lr_fit_cov: legacy`` = what the official code ran on). numpy < 1.16 scaled
-   ``polyfit``'s covariance by residuals / (n - 4), numpy >= 1.16 by residuals / (n - 2): with the policy's 5
-   points the official standard error was sqrt(3) times larger, so it lowered the lr sooner.
-4. One jump to x2 (``X2_ONE_JUMP_IDEAL_CONF``). The official README credits its gradual configuration
+3. One jump to x2 (``X2_ONE_JUMP_IDEAL_CONF``). The official README credits its gradual configuration
    (``X2_GRADUAL_IDEAL_CONF``: six intermediate, partly anisotropic factors, each output joining the fathers)
    with "~0.3dB better results, 6x Runtime": ``survsr.models.zssr_gradual``.
-5. Sons of odd-sized fathers are round(size / scale) pixels, not ceil (only this code's scaled fathers can be odd).
-6. Adam is torch's (epsilon added to sqrt(v) after bias correction; TensorFlow's adds it before).
-7. Random numbers come from a counter-based generator keyed by (seed, stream, counter), so the batched engine
+4. Sons of odd-sized fathers are round(size / scale) pixels, not ceil (only this code's scaled fathers can be odd).
+5. Adam is torch's (epsilon added to sqrt(v) after bias correction; TensorFlow's adds it before).
+6. Random numbers come from a counter-based generator keyed by (seed, stream, counter), so the batched engine
    (``models/zssr_batched.py``) draws exactly the numbers this path draws for the same face and seed, whatever
    else shares the batch.
 Not a departure: the official ZSSR code draws crop positions uniformly (no gradient-weighted crop centres; those
 appear, commented out, only in later codebases derived from it).
+Reproduced, not a departure: the lr policy's slope noise. The official code ran on numpy < 1.16, whose
+``polyfit(cov=True)`` scaled the covariance by residuals / (n - 4); numpy >= 1.16 scales by residuals / (n - 2)
+(numpy gh-11197). With the policy's 5 points the official standard error was sqrt(3) times larger, so it lowered the
+lr sooner: ``lr_fit_cov: legacy`` (the default) reproduces that, ``numpy`` is today's scaling (opt-in; same Set5
+and face quality, 12-25% more iterations, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class ZSSRConfig:
     scale_diff_sigma: float = 0.25          # affine only: x/y scale difference ~ N(0, sigma) (official 0.25)
     shear_sigma: float = 0.1                # affine only: shear ~ N(0, sigma) (official 0.1)
     resampler: str = "torch"                # torch (antialiased bicubic) | matlab (official imresize.py)
-    lr_fit_cov: str = "numpy"               # numpy (>= 1.16: residuals / (n-2)) | legacy (< 1.16: / (n-4))
+    lr_fit_cov: str = "legacy"              # legacy (numpy < 1.16, official: residuals / (n-4)) | numpy (/ (n-2))
     output_flip: bool = True                # geometric self-ensemble of 8 transforms
     back_projection_iters: int = 10
     kernel: str | None = None               # .npy downscaling kernel for the sons (default: bicubic)
@@ -113,6 +115,13 @@ class ZSSRConfig:
                              ("lr_fit_cov", ("numpy", "legacy"))):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}: one of {', '.join(allowed)}; got {getattr(self, key)!r}")
+        points = int(self.learning_rate_slope_range / self.run_test_every)
+        if self.lr_fit_cov == "legacy" and points < 5:
+            # numpy < 1.16's polyfit(cov=True) raises below order + 3 = 5 points (the official code would stop
+            # with that error); here the lr would silently never drop
+            raise ValueError(f"lr_fit_cov: legacy needs learning_rate_slope_range / run_test_every >= 5 points "
+                             f"for its line fit, got {self.learning_rate_slope_range} / {self.run_test_every} "
+                             f"= {points}; raise learning_rate_slope_range or set lr_fit_cov: numpy")
         if self.scale_diff_sigma < 0 or self.shear_sigma < 0:
             raise ValueError("scale_diff_sigma and shear_sigma must be >= 0")
         if self.kernel is not None and not Path(self.kernel).is_file():
@@ -672,6 +681,7 @@ class ZSSR:
     """Train one image's network and super-resolve it (the reference path; see ``zssr_batched`` for many)."""
 
     def __init__(self, cfg: ZSSRConfig, device: torch.device | None = None):
+        cfg.validate()  # configs built in code get the same clear errors as loaded ones
         self.cfg = cfg
         self.device = device or pick_device(cfg.device)
         self.dtype, self.amp = pick_precision(cfg.precision, self.device)

@@ -73,6 +73,7 @@ class BatchedZSSR:
                  init: Sequence[torch.Tensor] | None = None):
         """``init``: every face starts from these weights (warm start, ``survsr.models.zssr_init``) instead of
         its seed's random network; its seed still drives its augmentation draws."""
+        cfg.validate()
         if cfg.augmentation != "dihedral" or cfg.resampler != "torch":
             # the batched bank holds the dihedral fathers made with torch's resampler; the official-code variants
             # measured in docs/benchmarks.md ("ZSSR against the official code") exist on the reference path only

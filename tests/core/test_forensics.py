@@ -29,7 +29,7 @@ from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
 MAX_FRAMES = 8
 # CPU-sized ZSSR: the schedule is short but every part of the model runs (training, lr policy, inference).
 ZSSR_SET = ["zssr.max_iters=20", "zssr.min_iters=10", "zssr.run_test_every=5",
-            "zssr.learning_rate_policy_check_every=10", "zssr.learning_rate_slope_range=20",
+            "zssr.learning_rate_policy_check_every=10", "zssr.learning_rate_slope_range=25",
             "zssr.back_projection_iters=2", "zssr.output_flip=false", "zssr.device=cpu", "zssr.precision=fp32",
             "pool.actors=1", "pool.num_gpus=0", "pool.num_cpus=1", "pool.seed=0"]
 # Columns that measure the run rather than describe the output (wall-clock seconds): excluded from the

@@ -26,7 +26,7 @@ FACE_CENTER = (89, 64)
 
 # A CPU-sized schedule: same model, fewer iterations (and an lr policy that can act within them).
 SMALL = dict(max_iters=60, min_iters=20, run_test_every=5, learning_rate_policy_check_every=10,
-             learning_rate_slope_range=20)
+             learning_rate_slope_range=25)
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +144,18 @@ def _official_schedule(steps, errors, cfg, max_iters):
     standard error; stop once the lr is below min_learning_rate. Returns (change iterations, iterations run)."""
     lr, last, changes = cfg.learning_rate, 0, []
     n = max(1, int(cfg.learning_rate_slope_range / cfg.run_test_every))
+    # residual degrees of freedom of the slope's standard error: numpy < 1.16 (what the official code ran on,
+    # lr_fit_cov legacy) divided by n - 4 and refused n <= 4; numpy >= 1.16 divides by n - 2
+    dof_less, fewest = (4, 5) if cfg.lr_fit_cov == "legacy" else (2, 3)
     for it in range(max_iters):
         if (it + 1) % cfg.learning_rate_policy_check_every == 0 and it - last > cfg.min_iters:
             known = [(s, e) for s, e in zip(steps, errors) if s <= it][-n:]
-            if len(known) >= 3:
-                (slope, _), cov = np.polyfit([s for s, _ in known], [e for _, e in known], 1, cov=True)
-                if -cfg.learning_rate_change_ratio * slope < np.sqrt(cov[0, 0]):
+            if len(known) >= fewest:
+                x, y = np.array([s for s, _ in known], float), np.array([e for _, e in known], float)
+                slope = np.sum((x - x.mean()) * (y - y.mean())) / np.sum((x - x.mean()) ** 2)
+                rss = np.sum((y - y.mean() - slope * (x - x.mean())) ** 2)
+                std = np.sqrt(rss / (len(x) - dof_less) / np.sum((x - x.mean()) ** 2))
+                if -cfg.learning_rate_change_ratio * slope < std:
                     lr, last = lr / 10, it
                     changes.append(it)
         if lr < cfg.min_learning_rate:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from survsr.models.zssr import (
-    FatherSource, LRState, ZSSRConfig, aug_draws, lr_policy, matlab_weights, official_mode, official_transform,
+    ZSSR, FatherSource, LRState, ZSSRConfig, aug_draws, lr_policy, matlab_weights, official_mode, official_transform,
     resize,
 )
 from survsr.models.zssr_batched import BatchedZSSR
@@ -55,6 +55,12 @@ def test_legacy_line_fit_triples_the_slope_variance_and_lowers_the_lr_sooner():
         st = LRState(lr=1e-3, steps=list(steps), errors=list(errors))
         assert lr_policy(200, st, ZSSRConfig(**{**cfg.__dict__, "lr_fit_cov": mode})) is drops
         assert st.lr == (1e-4 if drops else 1e-3)
+    # numpy < 1.16 refused the fit below 5 points: such a schedule is a config error, not an lr that never drops
+    short = dict(learning_rate_slope_range=20, run_test_every=5, device="cpu")
+    with pytest.raises(ValueError, match=r"legacy needs .* >= 5 points.* = 4"):
+        ZSSR(ZSSRConfig(**short))
+    ZSSRConfig(**short, lr_fit_cov="numpy").validate()
+    assert ZSSRConfig().lr_fit_cov == "legacy"  # the official code's behaviour is the default
 
 
 def test_official_transform_modes():
@@ -99,7 +105,7 @@ def test_batched_engine_refuses_the_reference_only_variants():
 
 def test_gradual_runs_every_official_factor_and_grows_the_fathers():
     cfg = ZSSRConfig(device="cpu", crop_size=16, max_iters=4, min_iters=2, run_test_every=2,
-                     learning_rate_policy_check_every=2, learning_rate_slope_range=4, augmentation="affine")
+                     learning_rate_policy_check_every=2, learning_rate_slope_range=10, augmentation="affine")
     lr = (np.random.default_rng(1).random((12, 14, 3)) * 255).astype(np.uint8)
     eng = GradualZSSR(cfg)
     seen = []

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 # a narrow/shallow net and a short schedule: the logic under test is the same as the paper's network
 NET = dict(width=16, depth=4, device="cpu", back_projection_iters=2, max_iters=12, min_iters=4, run_test_every=2,
-           learning_rate_policy_check_every=3, learning_rate_slope_range=6)
+           learning_rate_policy_check_every=3, learning_rate_slope_range=10)
 WS = WarmStartConfig(enabled=True, steps=6, faces_per_step=3)
 
 
@@ -105,7 +105,7 @@ def test_configs_warm_start_off_by_default_on_in_fast():
 
 
 TINY = ["zssr.max_iters=6", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.learning_rate_policy_check_every=3",
-        "zssr.learning_rate_slope_range=6", "zssr.width=16", "zssr.depth=4", "zssr.back_projection_iters=2",
+        "zssr.learning_rate_slope_range=10", "zssr.width=16", "zssr.depth=4", "zssr.back_projection_iters=2",
         "zssr.output_flip=false", "zssr.device=cpu", "pool.num_gpus=0", "pool.batch_size=2", "pool.slots=2",
         "warm_start.steps=5", "warm_start.faces_per_step=2"]
 

@@ -13,7 +13,7 @@ from survsr.pipelines.zssr_pool import ZSSRStageConfig, load_config, run_zssr
 from survsr.provenance import PROVENANCE_KEY, read_png_text, sha256_file
 
 TINY = ["zssr.max_iters=6", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.learning_rate_policy_check_every=3",
-        "zssr.learning_rate_slope_range=6", "zssr.width=16", "zssr.depth=4", "zssr.back_projection_iters=2",
+        "zssr.learning_rate_slope_range=10", "zssr.width=16", "zssr.depth=4", "zssr.back_projection_iters=2",
         "zssr.output_flip=false", "zssr.device=cpu", "pool.num_gpus=0", "pool.batch_size=2", "pool.slots=2",
         "select.generator_faces=true"]  # the pool contract on every face; the paper's selection: see below
 
