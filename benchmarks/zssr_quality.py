@@ -83,8 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"ZSSR x{args.scale} on {engine.device} ({engine.dtype}, amp={engine.amp}); max_iters={cfg.max_iters}")
     print(f"{'set':6} {'image':12} {'size':>9} {'bic PSNR':>9} {'ZSSR PSNR':>9} {'bic SSIM':>8} {'ZSSR SSIM':>9} "
-          f"{'iters':>5} {'sec':>7}")
+          f"{'iters':>5} {'sec':>7} {'CPU-s':>7}")
     inits = {}
+
+    def dump(rows: list[dict], means: dict) -> None:
+        if args.json:
+            tmp = args.json.with_name(args.json.name + ".tmp")
+            tmp.write_text(json.dumps({"rows": rows, "means": means, "device": str(engine.device),
+                                       "overrides": overrides, "gradual": args.gradual, "warm_start": inits},
+                                      indent=1))
+            tmp.replace(args.json)
+
     for set_name in args.sets:
         files = sorted(p for p in (args.data / set_name).glob("*.png") if not args.images or p.stem in args.images)
         if not files:
@@ -101,29 +110,30 @@ def main(argv: list[str] | None = None) -> int:
                   f"{iinfo['seconds']:.1f} s, {iinfo['cpu_seconds']:.1f} CPU-s", flush=True)
         for path in files:
             hr, lr, bic = prepare(path, args.scale, args.crop or None)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             sr, info = engine.run(lr, seed=args.seed, name=str(path), init=init)
-            sec = time.perf_counter() - t0
+            sec, cpu = time.perf_counter() - t0, time.process_time() - c0  # CPU-s: comparable on a shared box
             sb, sz = score_pair(hr, bic, scale=args.scale), score_pair(hr, sr, scale=args.scale)
             row = {"set": set_name, "image": path.stem, "w": hr.shape[1], "h": hr.shape[0],
                    "psnr_bicubic": sb["psnr_y"], "psnr_zssr": sz["psnr_y"], "ssim_bicubic": sb["ssim_y"],
-                   "ssim_zssr": sz["ssim_y"], "iterations": info["iterations"], "seconds": sec}
+                   "ssim_zssr": sz["ssim_y"], "iterations": info["iterations"], "seconds": sec, "cpu_seconds": cpu}
+            if "stages" in info:  # gradual: each factor's iterations and lr changes
+                row["stages"] = info["stages"]
             rows.append(row)
+            dump(rows, {})  # an interrupted hour-long run keeps its finished images
             print(f"{set_name:6} {path.stem:12} {hr.shape[1]:>4}x{hr.shape[0]:<4} {row['psnr_bicubic']:9.2f} "
                   f"{row['psnr_zssr']:9.2f} {row['ssim_bicubic']:8.4f} {row['ssim_zssr']:9.4f} "
-                  f"{row['iterations']:5d} {sec:7.1f}", flush=True)
+                  f"{row['iterations']:5d} {sec:7.1f} {cpu:7.1f}", flush=True)
     means = {}
     for set_name in args.sets:
         rs = [r for r in rows if r["set"] == set_name]
         means[set_name] = {k: float(np.mean([r[k] for r in rs]))
-                           for k in ("psnr_bicubic", "psnr_zssr", "ssim_bicubic", "ssim_zssr", "seconds")}
+                           for k in ("psnr_bicubic", "psnr_zssr", "ssim_bicubic", "ssim_zssr", "seconds",
+                                     "cpu_seconds")}
         m = means[set_name]
         print(f"{set_name:6} {'mean':12} {'':9} {m['psnr_bicubic']:9.2f} {m['psnr_zssr']:9.2f} "
-              f"{m['ssim_bicubic']:8.4f} {m['ssim_zssr']:9.4f} {'':5} {m['seconds']:7.1f}")
-    if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "means": means, "device": str(engine.device),
-                                         "overrides": overrides, "gradual": args.gradual, "warm_start": inits},
-                                        indent=1))
+              f"{m['ssim_bicubic']:8.4f} {m['ssim_zssr']:9.4f} {'':5} {m['seconds']:7.1f} {m['cpu_seconds']:7.1f}")
+    dump(rows, means)
     return 0
 
 
