@@ -7,12 +7,13 @@ The ZSSR paper reports 37.37 dB (Set5) / 33.00 dB (Set14); bicubic scores 33.67 
   .venv/bin/python benchmarks/zssr_quality.py                 # full, paper schedule (GPU: minutes; CPU: hours)
   .venv/bin/python benchmarks/zssr_quality.py --smoke         # 1 image, 96x96 centre crop, 20 iterations
   .venv/bin/python benchmarks/zssr_quality.py --sets Set5 --set zssr.max_iters=500 --device cuda
-  .venv/bin/python benchmarks/zssr_quality.py --sets Set5 --gradual --images head woman   # official gradual x2
+  .venv/bin/python benchmarks/zssr_quality.py --sets Set5 --gradual --images head woman   # official gradual x2 (~6x)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -90,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             tmp = args.json.with_name(args.json.name + ".tmp")
             tmp.write_text(json.dumps({"rows": rows, "means": means, "device": str(engine.device),
-                                       "overrides": overrides, "gradual": args.gradual, "warm_start": inits},
-                                      indent=1))
+                                       "overrides": overrides, "zssr": dataclasses.asdict(engine.cfg),
+                                       "gradual": args.gradual, "warm_start": inits}, indent=1))
             tmp.replace(args.json)
 
     for set_name in args.sets:

@@ -11,11 +11,17 @@ the one-jump figures measured here and the paper's Set5/Set14 table is of that s
   the newest source and takes the first source whose (smaller) factor reaches it, so in practice the fathers
   come from the input and, from the fourth stage on, from the 1.5x1.5 output;
 - fathers always come from the official warp (``augmentation: affine`` whatever the config says: the
-  source/scale logic exists only there); sons are ceil(size / factor), as ``imresize`` sizes them.
+  source/scale logic exists only there); sons are ceil(size / factor), as ``imresize`` sizes them;
+- resampling is always the official ``imresize`` (``resampler: matlab`` whatever the config says): it maps
+  coordinates by the factor itself, while torch's ``interpolate`` can only map by the size ratio, and a ceil'd
+  size makes that another factor (a 128 px father's 86 px son is x0.672, not x1/1.5), so the network would learn
+  one factor and be applied at another. Measured on Set5 ``head``: 35.55 dB with torch's resampler, 35.90 with
+  the official one (docs/benchmarks.md, "ZSSR against the official code").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -43,7 +49,8 @@ class GradualZSSR(ZSSR):
     """``run`` super-resolves by ``factors[-1]`` through every factor in turn (reference path, one image)."""
 
     def __init__(self, cfg: ZSSRConfig, factors=GRADUAL_X2, bp_iters=GRADUAL_X2_BP, device=None):
-        super().__init__(cfg, device)
+        # what runs is what the config (and so every record of it) says: the official fathers and resampler
+        super().__init__(dataclasses.replace(cfg, augmentation="affine", resampler="matlab"), device)
         if len(factors) != len(bp_iters):
             raise ValueError("one back-projection count per gradual factor")
         self.factors = [tuple(float(v) for v in f) for f in factors]

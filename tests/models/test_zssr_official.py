@@ -123,3 +123,18 @@ def test_gradual_runs_every_official_factor_and_grows_the_fathers():
     # the stage n trains with n+1 sources; from the 4th stage fathers may come from the 1.5x1.5 output
     assert sorted(set(seen)) == [(1, 1.0), (2, 1.0), (3, 1.0), (4, 1.5), (5, 1.5), (6, 1.5)]
     assert scaled_size(12, 14, (1.5, 2.0)) == (18, 28)
+    assert (eng.cfg.augmentation, eng.cfg.resampler) == ("affine", "matlab")  # official, whatever was asked
+
+
+def test_only_the_official_resampler_keeps_a_non_integer_factor():
+    """Why gradual ZSSR always uses the official imresize: a 128 px father's son at x1/1.5 is ceil(85.3) = 86
+    px. imresize places son pixel i at input position (i + 0.5) * 1.5 - 0.5, the factor itself; torch can only
+    use the size ratio 128/86, so the son (and the network's whole training pair) is at another factor."""
+    ramp = torch.arange(128, dtype=torch.float64).repeat(128, 1)[None, None]  # value = x coordinate
+    size, f = (86, 86), 1 / 1.5
+    want = (np.arange(86) + 0.5) / f - 0.5
+    official = resize(ramp, size, "matlab", f)[0, 0, 43].numpy()
+    torch_ = resize(ramp, size, "torch", f)[0, 0, 43].numpy()
+    inner = slice(3, 80)  # away from the borders, where both handle the kernel's edge in their own way
+    assert np.abs(official[inner] - want[inner]).max() < 0.05
+    assert np.abs(torch_[inner] - want[inner]).max() > 0.5  # drifts 1.5 - 128 / 86 = 0.012 px per pixel
