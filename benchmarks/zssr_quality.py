@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -46,6 +47,25 @@ def prepare(path: Path, scale: int, crop: int | None) -> tuple[np.ndarray, np.nd
     lr = np.asarray(Image.fromarray(hr).resize((w // scale, h // scale), Image.BICUBIC))
     bic = np.asarray(Image.fromarray(lr).resize((w, h), Image.BICUBIC))
     return hr, lr, bic
+
+
+def score_stage(hr: np.ndarray, lr: np.ndarray, scale: int, into: list, n: int, factor, out: np.ndarray) -> None:
+    """A gradual stage's output against the ground truth resized to that stage's factor (MATLAB imresize,
+    as the official ``gt_per_sf``), next to the bicubic upscale of the input to the same size."""
+    import torch
+
+    from survsr.models.zssr import resize
+
+    def to(img: np.ndarray, size, f) -> np.ndarray:
+        t = torch.from_numpy(img.astype(np.float64).transpose(2, 0, 1)[None] / 255.0)
+        y = resize(t, size, "matlab", f)[0].numpy().transpose(1, 2, 0)
+        return np.clip(np.round(y * 255), 0, 255).astype(np.uint8)
+
+    size = out.shape[:2]
+    gt = to(hr, size, tuple(v / scale for v in factor))
+    bic = to(lr, size, tuple(factor))
+    s, b = score_pair(gt, out, scale=scale), score_pair(gt, bic, scale=scale)
+    into.append({"psnr_y": s["psnr_y"], "ssim_y": s["ssim_y"], "psnr_y_bicubic": b["psnr_y"]})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,14 +132,19 @@ def main(argv: list[str] | None = None) -> int:
         for path in files:
             hr, lr, bic = prepare(path, args.scale, args.crop or None)
             t0, c0 = time.perf_counter(), time.process_time()
-            sr, info = engine.run(lr, seed=args.seed, name=str(path), init=init)
+            stage_scores: list[dict] = []
+            kw = {"on_stage": functools.partial(score_stage, hr, lr, args.scale, stage_scores)} if args.gradual else {}
+            sr, info = engine.run(lr, seed=args.seed, name=str(path), init=init, **kw)
             sec, cpu = time.perf_counter() - t0, time.process_time() - c0  # CPU-s: comparable on a shared box
             sb, sz = score_pair(hr, bic, scale=args.scale), score_pair(hr, sr, scale=args.scale)
             row = {"set": set_name, "image": path.stem, "w": hr.shape[1], "h": hr.shape[0],
                    "psnr_bicubic": sb["psnr_y"], "psnr_zssr": sz["psnr_y"], "ssim_bicubic": sb["ssim_y"],
                    "ssim_zssr": sz["ssim_y"], "iterations": info["iterations"], "seconds": sec, "cpu_seconds": cpu}
-            if "stages" in info:  # gradual: each factor's iterations and lr changes
-                row["stages"] = info["stages"]
+            if "stages" in info:  # gradual: each factor's iterations, lr changes and scores
+                row["stages"] = [st | sc for st, sc in zip(info["stages"], stage_scores)]
+                for st in row["stages"]:
+                    print(f"  stage {st['factor']}: {st['iterations']} it., PSNR-Y {st['psnr_y']:.2f} "
+                          f"(bicubic {st['psnr_y_bicubic']:.2f})", flush=True)
             rows.append(row)
             dump(rows, {})  # an interrupted hour-long run keeps its finished images
             print(f"{set_name:6} {path.stem:12} {hr.shape[1]:>4}x{hr.shape[0]:<4} {row['psnr_bicubic']:9.2f} "

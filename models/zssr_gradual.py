@@ -115,7 +115,10 @@ class GradualZSSR(ZSSR):
             y = back_project(y, image, None, method, f)
         return y
 
-    def run(self, img_uint8: np.ndarray, seed: int = 0, name: str = "image", init=None) -> tuple[np.ndarray, dict]:
+    def run(self, img_uint8: np.ndarray, seed: int = 0, name: str = "image", init=None,
+            on_stage=None) -> tuple[np.ndarray, dict]:
+        """``on_stage(n, factor, output)``: called with each stage's post-processed output (uint8), e.g. to
+        score it against the ground truth resized to that factor, as the official code's ``gt_per_sf`` does."""
         if self.kernel is not None:
             raise ValueError("gradual ZSSR: bicubic sons only (no kernel)")
         a, gray = check_image(img_uint8, name)
@@ -132,6 +135,8 @@ class GradualZSSR(ZSSR):
         for n, (f, bp) in enumerate(zip(self.factors, self.bp_iters)):
             stages.append(self._train_stage(weights, opt, sources, bases, f, seed, n * self.cfg.max_iters))
             out = self._final_test(weights, f, bp)
+            if on_stage is not None:
+                on_stage(n, f, to_uint8(out, gray))
             sources.append(np.ascontiguousarray(out[0].cpu().numpy().transpose(1, 2, 0)))
             bases.append(min(f))
         info = {"iterations": sum(s["iterations"] for s in stages), "stages": stages,
