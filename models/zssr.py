@@ -37,7 +37,7 @@ Reproduced, not a departure: the lr policy's slope noise. The official code ran 
 ``polyfit(cov=True)`` scaled the covariance by residuals / (n - 4); numpy >= 1.16 scales by residuals / (n - 2)
 (numpy gh-11197). With the policy's 5 points the official standard error was sqrt(3) times larger, so it lowered the
 lr sooner: ``lr_fit_cov: legacy`` (the default) reproduces that, ``numpy`` is today's scaling (opt-in; same Set5
-and face quality, 12-25% more iterations, docs/benchmarks.md).
+and face quality, 10-25% more iterations, docs/benchmarks.md).
 """
 
 from __future__ import annotations
