@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write rows and means here")
     ap.add_argument("--gradual", action="store_true",
                     help="the official X2_GRADUAL_IDEAL_CONF (survsr.models.zssr_gradual; x2 only, ~6x the compute)")
+    ap.add_argument("--gradual-fresh", action="store_true",
+                    help="with --gradual: a fresh network per stage (official init_net_for_each_sf = True)")
     ap.add_argument("--images", nargs="+", default=None, help="only these image stems")
     args = ap.parse_args(argv)
     overrides = list(args.overrides) + [f"zssr.scale={float(args.scale)}"]
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, ws = stage.zssr, stage.warm_start
     if args.gradual and args.scale != 2:
         ap.error("--gradual: x2 only (the official gradual factors)")
-    engine = GradualZSSR(cfg) if args.gradual else ZSSR(cfg)
+    engine = GradualZSSR(cfg, fresh_net_per_stage=args.gradual_fresh) if args.gradual else ZSSR(cfg)
     rows = []
     print(f"ZSSR x{args.scale} on {engine.device} ({engine.dtype}, amp={engine.amp}); max_iters={cfg.max_iters}")
     print(f"{'set':6} {'image':12} {'size':>9} {'bic PSNR':>9} {'ZSSR PSNR':>9} {'bic SSIM':>8} {'ZSSR SSIM':>9} "
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             tmp = args.json.with_name(args.json.name + ".tmp")
             tmp.write_text(json.dumps({"rows": rows, "means": means, "device": str(engine.device),
                                        "overrides": overrides, "zssr": dataclasses.asdict(engine.cfg),
-                                       "gradual": args.gradual, "warm_start": inits}, indent=1))
+                                       "gradual": args.gradual, "gradual_fresh": args.gradual_fresh,
+                                       "warm_start": inits}, indent=1))
             tmp.replace(args.json)
 
     for set_name in args.sets:

@@ -50,13 +50,17 @@ def scaled_size(h: int, w: int, f: Factor) -> tuple[int, int]:
 class GradualZSSR(ZSSR):
     """``run`` super-resolves by ``factors[-1]`` through every factor in turn (reference path, one image)."""
 
-    def __init__(self, cfg: ZSSRConfig, factors=GRADUAL_X2, bp_iters=GRADUAL_X2_BP, device=None):
+    def __init__(self, cfg: ZSSRConfig, factors=GRADUAL_X2, bp_iters=GRADUAL_X2_BP, device=None,
+                 fresh_net_per_stage: bool = False):
+        """``fresh_net_per_stage``: the official ``init_net_for_each_sf = True`` (default False, as in
+        ``X2_GRADUAL_IDEAL_CONF``): every stage starts from the seed's random network and new Adam moments."""
         # what runs is what the config (and so every record of it) says: the official fathers and resampler
         super().__init__(dataclasses.replace(cfg, augmentation="affine", resampler="matlab"), device)
         if len(factors) != len(bp_iters):
             raise ValueError("one back-projection count per gradual factor")
         self.factors = [tuple(float(v) for v in f) for f in factors]
         self.bp_iters = list(bp_iters)
+        self.fresh_net_per_stage = fresh_net_per_stage
 
     # -- resampling between the input and a factor's grid (imresize: both the factor and the output size)
     def _down(self, x: torch.Tensor, f: Factor) -> torch.Tensor:
@@ -127,14 +131,20 @@ class GradualZSSR(ZSSR):
         t0 = time.perf_counter()
         self.image = image = self._tensor(a)
         start = init if init is not None else init_weights(seed, self.cfg)
-        weights = [w.detach().to(self.device, self.dtype).clone().requires_grad_() for w in start]
-        opt = torch.optim.Adam(weights, lr=self.cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS,
-                               foreach=False, fused=False)
+
+        def new_net():
+            w = [x.detach().to(self.device, self.dtype).clone().requires_grad_() for x in start]
+            return w, torch.optim.Adam(w, lr=self.cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS,
+                                       foreach=False, fused=False)
+
+        weights, opt = new_net()
         sources = [a]
         bases = [1.0]
         stages = []
         out = image
         for n, (f, bp) in enumerate(zip(self.factors, self.bp_iters)):
+            if n and self.fresh_net_per_stage:
+                weights, opt = new_net()
             stages.append(self._train_stage(weights, opt, sources, bases, f, seed, n * self.cfg.max_iters))
             out = self._final_test(weights, f, bp)
             if on_stage is not None:
