@@ -138,3 +138,25 @@ def test_only_the_official_resampler_keeps_a_non_integer_factor():
     inner = slice(3, 80)  # away from the borders, where both handle the kernel's edge in their own way
     assert np.abs(official[inner] - want[inner]).max() < 0.05
     assert np.abs(torch_[inner] - want[inner]).max() > 0.5  # drifts 1.5 - 128 / 86 = 0.012 px per pixel
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_gradual_carries_the_network_over_unless_asked_for_a_fresh_one(fresh):
+    """X2_GRADUAL_IDEAL_CONF carries the network and Adam over (init_net_for_each_sf = False); the opt-in
+    restarts every stage from the seed's random network."""
+    from survsr.models.zssr import init_weights
+
+    cfg = ZSSRConfig(device="cpu", crop_size=16, max_iters=3, min_iters=2, run_test_every=2, width=8, depth=3,
+                     learning_rate_policy_check_every=2, learning_rate_slope_range=10, back_projection_iters=1)
+    eng = GradualZSSR(cfg, fresh_net_per_stage=fresh)
+    start, orig = init_weights(0, eng.cfg), eng._train_stage
+    at_entry = []
+
+    def spy(weights, opt, *a, **k):
+        at_entry.append((torch.equal(weights[0].detach(), start[0].to(weights[0].dtype)), len(opt.state)))
+        return orig(weights, opt, *a, **k)
+
+    eng._train_stage = spy
+    eng.run((np.random.default_rng(2).random((12, 12, 3)) * 255).astype(np.uint8), seed=0)
+    assert at_entry[0] == (True, 0)
+    assert all(e == ((True, 0) if fresh else (False, len(start))) for e in at_entry[1:])
