@@ -21,7 +21,9 @@ one-at-a-time engine only):
    partly black even for large images. Here: downscale + one of the 8 rotations/mirrors, crops inside the father,
    so a 32x32 face is never pasted on a black canvas.
 2. Resampling (``resampler: matlab`` = official ``imresize``). torch's antialiased bicubic equals it away from
-   the borders and differs within 2-4 pixels of them (truncated kernel vs mirrored image).
+   the borders and differs within 2-4 pixels of them (truncated kernel vs mirrored image). ``matlab`` keeps
+   imresize's quirk of taking antialiasing for every axis from the vertical factor (it matters only for the
+   anisotropic factors of gradual SR).
 3. One jump to x2 (``X2_ONE_JUMP_IDEAL_CONF``). The official README credits its gradual configuration
    (``X2_GRADUAL_IDEAL_CONF``: six intermediate, partly anisotropic factors, each output joining the fathers)
    with "~0.3dB better results, 6x Runtime": ``survsr.models.zssr_gradual`` (not reproduced: head +0.05 dB,
@@ -206,8 +208,11 @@ def resize(x: torch.Tensor, size: tuple[int, int], method: str = "torch",
         h, w = x.shape[-2:]
         sy, sx = ((scale, scale) if isinstance(scale, (int, float)) else tuple(scale)) if scale else (
             size[0] / h, size[1] / w)
-        wy = torch.from_numpy(matlab_weights(h, size[0], sy)).to(x.device, x.dtype)
-        wx = torch.from_numpy(matlab_weights(w, size[1], sx)).to(x.device, x.dtype)
+        # imresize decides antialiasing for every axis from the vertical factor alone
+        # (``antialiasing *= (scale_factor[0] < 1)``): a 1.0 x 1/1.5 son is shrunk without it
+        aa = sy < 1
+        wy = torch.from_numpy(matlab_weights(h, size[0], sy, aa)).to(x.device, x.dtype)
+        wx = torch.from_numpy(matlab_weights(w, size[1], sx, aa)).to(x.device, x.dtype)
         return wy @ x @ wx.T
     return F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
 
@@ -219,12 +224,12 @@ def _cubic(d: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def matlab_weights(n_in: int, n_out: int, scale: float) -> np.ndarray:
+def matlab_weights(n_in: int, n_out: int, scale: float, antialias: bool | None = None) -> np.ndarray:
     """[n_out, n_in] resampling matrix of MATLAB's ``imresize(..., 'bicubic')`` as the official ZSSR code
     re-implements it: output pixel centre i (1-based) sits at i/scale + (1 - 1/scale)/2 in the input; cubic
-    kernel a=-0.5, stretched by 1/scale when downscaling (antialiasing); taps normalised to sum 1 *before*
-    the borders are mirrored (torch instead truncates and renormalises there)."""
-    aa = scale < 1
+    kernel a=-0.5, stretched by 1/scale when antialiasing (default: when downscaling); taps normalised to sum 1
+    *before* the borders are mirrored (torch instead truncates and renormalises there)."""
+    aa = (scale < 1) if antialias is None else bool(antialias)
     width = 4.0 / scale if aa else 4.0
     centre = np.arange(1, n_out + 1) / scale + 0.5 * (1 - 1 / scale)
     taps = int(np.ceil(width)) + 2

@@ -18,7 +18,9 @@ policy's minimum and gains about 2 dB over bicubic where one jump gains 4.8. Rea
   coordinates by the factor itself, while torch's ``interpolate`` can only map by the size ratio, and a ceil'd
   size makes that another factor (a 128 px father's 86 px son is x0.672, not x1/1.5), so the network would learn
   one factor and be applied at another. Measured on Set5 ``head``: 35.55 dB with torch's resampler, 35.90 with
-  the official one (docs/benchmarks.md, "ZSSR against the official code").
+  the official one (docs/benchmarks.md, "ZSSR against the official code"). imresize's quirk comes with it: it
+  decides antialiasing for both axes from the vertical factor alone, so the first stage's sons (1.0 x 1/1.5)
+  are shrunk horizontally with the plain, aliasing cubic (``resize`` follows it since 2026-12-03).
 """
 
 from __future__ import annotations

@@ -42,6 +42,21 @@ def test_matlab_resampler_is_bicubic_inside_and_mirrors_at_the_borders():
     np.testing.assert_allclose(w[0], expect, atol=1e-12)
 
 
+def test_matlab_resampler_takes_antialiasing_from_the_vertical_factor():
+    """imresize sets ``antialiasing *= (scale_factor[0] < 1)`` for every axis: gradual's first son (1.0 x 1/1.5)
+    is shrunk horizontally with the plain cubic, its second (1/1.5 x 1.0) vertically with the stretched one."""
+    x = torch.rand(1, 3, 30, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    plain = torch.from_numpy(matlab_weights(30, 20, 1 / 1.5, False))
+    stretched = torch.from_numpy(matlab_weights(30, 20, 1 / 1.5))
+    assert (plain - stretched).abs().max() > 0.05
+    wide = resize(x, (30, 20), "matlab", (1.0, 1 / 1.5))
+    torch.testing.assert_close(wide, x @ plain.T, rtol=0, atol=1e-12)
+    tall = resize(x, (20, 30), "matlab", (1 / 1.5, 1.0))
+    torch.testing.assert_close(tall, stretched @ x, rtol=0, atol=1e-12)
+    # an isotropic shrink antialiases both axes, as before
+    torch.testing.assert_close(resize(x, (20, 20), "matlab", 1 / 1.5), stretched @ x @ stretched.T, rtol=0, atol=1e-12)
+
+
 def test_legacy_line_fit_triples_the_slope_variance_and_lowers_the_lr_sooner():
     cfg = ZSSRConfig(min_iters=0, learning_rate_policy_check_every=1, learning_rate_slope_range=250,
                      run_test_every=50)
