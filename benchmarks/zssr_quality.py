@@ -54,12 +54,11 @@ def score_stage(hr: np.ndarray, lr: np.ndarray, scale: int, into: list, n: int, 
     as the official ``gt_per_sf``), next to the bicubic upscale of the input to the same size."""
     import torch
 
-    from survsr.models.zssr import resize
+    from survsr.models.zssr import resize, to_uint8
 
     def to(img: np.ndarray, size, f) -> np.ndarray:
         t = torch.from_numpy(img.astype(np.float64).transpose(2, 0, 1)[None] / 255.0)
-        y = resize(t, size, "matlab", f)[0].numpy().transpose(1, 2, 0)
-        return np.clip(np.round(y * 255), 0, 255).astype(np.uint8)
+        return to_uint8(resize(t, size, "matlab", f), gray=False)
 
     size = out.shape[:2]
     gt = to(hr, size, tuple(v / scale for v in factor))
