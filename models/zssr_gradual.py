@@ -103,7 +103,9 @@ class GradualZSSR(ZSSR):
                     g["lr"] = st.lr
             if st.lr < cfg.min_learning_rate:
                 break
-        return {"factor": list(f), "iterations": it + 1, "lr_changes": list(st.changes)}
+        # the reconstruction-error curve the lr policy fitted: why a stage stopped where it did
+        return {"factor": list(f), "iterations": it + 1, "lr_changes": list(st.changes),
+                "rec_mse": [[s, e] for s, e in zip(st.steps, st.errors)]}
 
     @torch.no_grad()
     def _final_test(self, weights, f: Factor, bp: int) -> torch.Tensor:
