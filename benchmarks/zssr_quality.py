@@ -36,7 +36,20 @@ SMOKE = ["zssr.max_iters=20", "zssr.min_iters=10", "zssr.run_test_every=5",
          "zssr.learning_rate_policy_check_every=10", "zssr.learning_rate_slope_range=25"]
 
 
-def prepare(path: Path, scale: int, crop: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def matlab_resize(img: np.ndarray, size: tuple[int, int], factor) -> np.ndarray:
+    """uint8 HxWx3 through MATLAB's imresize (bicubic, antialiased when shrinking), rounded back to uint8."""
+    import torch
+
+    from survsr.models.zssr import resize, to_uint8
+
+    t = torch.from_numpy(img.astype(np.float64).transpose(2, 0, 1)[None] / 255.0)
+    return to_uint8(resize(t, size, "matlab", factor), gray=False)
+
+
+def prepare(path: Path, scale: int, crop: int | None,
+            method: str = "pil") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HR, LR and the bicubic baseline; ``method`` makes LR and the baseline with PIL (default) or with MATLAB's
+    imresize, which is how the benchmark LR sets of the SR literature (and so the ZSSR paper's table) were made."""
     hr = np.asarray(Image.open(path).convert("RGB"))
     if crop:
         h, w = hr.shape[:2]
@@ -44,6 +57,9 @@ def prepare(path: Path, scale: int, crop: int | None) -> tuple[np.ndarray, np.nd
         hr = hr[y:y + crop, x:x + crop]
     h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
     hr = np.ascontiguousarray(hr[:h, :w])
+    if method == "matlab":
+        lr = matlab_resize(hr, (h // scale, w // scale), 1.0 / scale)
+        return hr, lr, matlab_resize(lr, (h, w), float(scale))
     lr = np.asarray(Image.fromarray(hr).resize((w // scale, h // scale), Image.BICUBIC))
     bic = np.asarray(Image.fromarray(lr).resize((w, h), Image.BICUBIC))
     return hr, lr, bic
@@ -52,17 +68,9 @@ def prepare(path: Path, scale: int, crop: int | None) -> tuple[np.ndarray, np.nd
 def score_stage(hr: np.ndarray, lr: np.ndarray, scale: int, into: list, n: int, factor, out: np.ndarray) -> None:
     """A gradual stage's output against the ground truth resized to that stage's factor (MATLAB imresize,
     as the official ``gt_per_sf``), next to the bicubic upscale of the input to the same size."""
-    import torch
-
-    from survsr.models.zssr import resize, to_uint8
-
-    def to(img: np.ndarray, size, f) -> np.ndarray:
-        t = torch.from_numpy(img.astype(np.float64).transpose(2, 0, 1)[None] / 255.0)
-        return to_uint8(resize(t, size, "matlab", f), gray=False)
-
     size = out.shape[:2]
-    gt = to(hr, size, tuple(v / scale for v in factor))
-    bic = to(lr, size, tuple(factor))
+    gt = matlab_resize(hr, size, tuple(v / scale for v in factor))
+    bic = matlab_resize(lr, size, tuple(factor))
     s, b = score_pair(gt, out, scale=scale), score_pair(gt, bic, scale=scale)
     into.append({"psnr_y": s["psnr_y"], "ssim_y": s["ssim_y"], "psnr_y_bicubic": b["psnr_y"]})
 
@@ -86,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gradual-fresh", action="store_true",
                     help="with --gradual: a fresh network per stage (official init_net_for_each_sf = True)")
     ap.add_argument("--images", nargs="+", default=None, help="only these image stems")
+    ap.add_argument("--lr-resize", choices=("pil", "matlab"), default="pil",
+                    help="how LR and the bicubic baseline are made: PIL bicubic (default) or MATLAB imresize")
     args = ap.parse_args(argv)
     overrides = list(args.overrides) + [f"zssr.scale={float(args.scale)}"]
     if args.smoke:
@@ -114,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp.write_text(json.dumps({"rows": rows, "means": means, "device": str(engine.device),
                                        "overrides": overrides, "zssr": dataclasses.asdict(engine.cfg),
                                        "gradual": args.gradual, "gradual_fresh": args.gradual_fresh,
+                                       "lr_resize": args.lr_resize,
                                        "warm_start": inits}, indent=1))
             tmp.replace(args.json)
 
@@ -127,12 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         if ws.enabled:  # zssr_fast.yaml: one init from the set's own LR images (its cost is counted per set)
             from survsr.models.zssr_init import train_init
 
-            init, iinfo = train_init([prepare(p, args.scale, args.crop or None)[1] for p in files], cfg, ws)
+            lrs = [prepare(p, args.scale, args.crop or None, args.lr_resize)[1] for p in files]
+            init, iinfo = train_init(lrs, cfg, ws)
             inits[set_name] = iinfo
             print(f"{set_name}: warm-start init ({ws.method}, {iinfo['face_iterations']} face-iterations) "
                   f"{iinfo['seconds']:.1f} s, {iinfo['cpu_seconds']:.1f} CPU-s", flush=True)
         for path in files:
-            hr, lr, bic = prepare(path, args.scale, args.crop or None)
+            hr, lr, bic = prepare(path, args.scale, args.crop or None, args.lr_resize)
             t0, c0 = time.perf_counter(), time.process_time()
             stage_scores: list[dict] = []
             kw = {"on_stage": functools.partial(score_stage, hr, lr, args.scale, stage_scores)} if args.gradual else {}
