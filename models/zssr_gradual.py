@@ -53,9 +53,13 @@ class GradualZSSR(ZSSR):
     """``run`` super-resolves by ``factors[-1]`` through every factor in turn (reference path, one image)."""
 
     def __init__(self, cfg: ZSSRConfig, factors=GRADUAL_X2, bp_iters=GRADUAL_X2_BP, device=None,
-                 fresh_net_per_stage: bool = False):
+                 fresh_net_per_stage: bool = False, skip_unused: bool = True):
         """``fresh_net_per_stage``: the official ``init_net_for_each_sf = True`` (default False, as in
-        ``X2_GRADUAL_IDEAL_CONF``): every stage starts from the seed's random network and new Adam moments."""
+        ``X2_GRADUAL_IDEAL_CONF``): every stage starts from the seed's random network and new Adam moments.
+        ``skip_unused`` (fresh networks only): a stage then reaches the result only as a father source, and
+        ``random_augment`` takes the *first* source of a scale, so with ``GRADUAL_X2`` only the 1.5x1.5 stage
+        feeds the last one; stages that no needed stage can draw (over all its ``max_iters`` draws) are not run.
+        The result is bit-identical (a test checks it) at about a third of the compute."""
         # what runs is what the config (and so every record of it) says: the official fathers and resampler
         super().__init__(dataclasses.replace(cfg, augmentation="affine", resampler="matlab"), device)
         if len(factors) != len(bp_iters):
@@ -63,6 +67,34 @@ class GradualZSSR(ZSSR):
         self.factors = [tuple(float(v) for v in f) for f in factors]
         self.bp_iters = list(bp_iters)
         self.fresh_net_per_stage = fresh_net_per_stage
+        self.skip_unused = skip_unused
+
+    def _bases(self) -> list[float]:
+        """Each father source's factor: the input, then every stage's output (its smaller factor)."""
+        return [1.0] + [min(f) for f in self.factors]
+
+    def _drawable(self, n: int, seed: int) -> set[int]:
+        """The father sources stage ``n`` can draw in any of its ``max_iters`` iterations (``_father``'s draws)."""
+        bases, cfg = self._bases()[: n + 1], self.cfg
+        its = n * cfg.max_iters + np.arange(cfg.max_iters)
+        out = set()
+        for u in aug_draws(np.full(len(its), seed), its):
+            scale = official_mode(u, cfg, max_scale=bases[-1])[1]
+            out.add(next(i for i, b in enumerate(bases) if b > scale - 1e-6))
+        return out
+
+    def stages_to_run(self, seed: int) -> list[int]:
+        """Every stage, unless fresh networks make some unused (see ``skip_unused``)."""
+        last = len(self.factors) - 1
+        if not (self.fresh_net_per_stage and self.skip_unused):
+            return list(range(last + 1))
+        needed, todo = {last}, [last]
+        while todo:
+            for src in self._drawable(todo.pop(), seed) - {0}:  # source i >= 1 is stage i - 1's output
+                if src - 1 not in needed:
+                    needed.add(src - 1)
+                    todo.append(src - 1)
+        return sorted(needed)
 
     # -- resampling between the input and a factor's grid (imresize: both the factor and the output size)
     def _down(self, x: torch.Tensor, f: Factor) -> torch.Tensor:
@@ -76,6 +108,8 @@ class GradualZSSR(ZSSR):
         mode, scale = official_mode(aug_draws([seed], [it])[0], self.cfg, max_scale=bases[-1])
         ind = next(i for i, b in enumerate(bases) if b > scale - 1e-6)
         src = sources[ind]
+        if src is None:  # stages_to_run promised every drawable source
+            raise RuntimeError(f"gradual ZSSR: father source {ind} was skipped but drawn")
         mat = official_transform(mode, scale, bases[ind], *affine_draws(seed, it), src.shape[0], src.shape[1],
                                  self.cfg)
         return warp_father(src, mat, self.cfg, self.image)
@@ -142,19 +176,23 @@ class GradualZSSR(ZSSR):
                                        foreach=False, fused=False)
 
         weights, opt = new_net()
-        sources = [a]
-        bases = [1.0]
+        bases = self._bases()
+        sources: list[np.ndarray | None] = [a] + [None] * len(self.factors)  # None: a stage not run
+        run = self.stages_to_run(seed)
         stages = []
         out = image
         for n, (f, bp) in enumerate(zip(self.factors, self.bp_iters)):
+            if n not in run:
+                continue
             if n and self.fresh_net_per_stage:
                 weights, opt = new_net()
-            stages.append(self._train_stage(weights, opt, sources, bases, f, seed, n * self.cfg.max_iters))
+            st = self._train_stage(weights, opt, sources[: n + 1], bases[: n + 1], f, seed, n * self.cfg.max_iters)
+            stages.append({"stage": n} | st)
             out = self._final_test(weights, f, bp)
             if on_stage is not None:
                 on_stage(n, f, to_uint8(out, gray))
-            sources.append(np.ascontiguousarray(out[0].cpu().numpy().transpose(1, 2, 0)))
-            bases.append(min(f))
+            sources[n + 1] = np.ascontiguousarray(out[0].cpu().numpy().transpose(1, 2, 0))
         info = {"iterations": sum(s["iterations"] for s in stages), "stages": stages,
+                "skipped_stages": [n for n in range(len(self.factors)) if n not in run],
                 "seconds": time.perf_counter() - t0, "device": str(self.device)}
         return to_uint8(out, gray), info

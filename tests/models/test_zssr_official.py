@@ -175,3 +175,20 @@ def test_gradual_carries_the_network_over_unless_asked_for_a_fresh_one(fresh):
     eng.run((np.random.default_rng(2).random((12, 12, 3)) * 255).astype(np.uint8), seed=0)
     assert at_entry[0] == (True, 0)
     assert all(e == ((True, 0) if fresh else (False, len(start))) for e in at_entry[1:])
+
+
+def test_fresh_gradual_skips_only_stages_nothing_draws_and_gives_the_same_result():
+    """With a fresh network per stage a stage matters only as a father source, and random_augment takes the
+    first source of a scale: only the 1.5x1.5 stage feeds the x2 one. Skipping the rest changes no byte."""
+    cfg = ZSSRConfig(device="cpu", crop_size=16, max_iters=4, min_iters=2, run_test_every=2, width=8, depth=3,
+                     learning_rate_policy_check_every=2, learning_rate_slope_range=10, back_projection_iters=1)
+    img = (np.random.default_rng(3).random((12, 14, 3)) * 255).astype(np.uint8)
+    lazy, full = GradualZSSR(cfg, fresh_net_per_stage=True), GradualZSSR(cfg, fresh_net_per_stage=True,
+                                                                          skip_unused=False)
+    assert lazy.stages_to_run(0) == [2, 5] and full.stages_to_run(0) == list(range(6))
+    assert GradualZSSR(cfg).stages_to_run(0) == list(range(6))  # a carried network needs every stage
+    out_lazy, info_lazy = lazy.run(img, seed=0)
+    out_full, info_full = full.run(img, seed=0)
+    np.testing.assert_array_equal(out_lazy, out_full)
+    assert [s["stage"] for s in info_lazy["stages"]] == [2, 5] and info_lazy["skipped_stages"] == [0, 1, 3, 4]
+    assert info_lazy["iterations"] < info_full["iterations"]
