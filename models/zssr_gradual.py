@@ -45,6 +45,11 @@ GRADUAL_X2_BP = (6, 6, 8, 10, 10, 12)
 Factor = tuple[float, float]
 
 
+def source_index(bases: list[float], scale: float) -> int:
+    """``random_augment``'s pick: the first father source whose (smaller) factor reaches the drawn scale."""
+    return next(i for i, b in enumerate(bases) if b > scale - 1e-6)
+
+
 def scaled_size(h: int, w: int, f: Factor) -> tuple[int, int]:
     """imresize's output size for a factor: ceil(size * factor), per axis."""
     return int(math.ceil(h * f[0] - 1e-9)), int(math.ceil(w * f[1] - 1e-9))
@@ -80,8 +85,7 @@ class GradualZSSR(ZSSR):
         its = n * cfg.max_iters + np.arange(cfg.max_iters)
         out = set()
         for u in aug_draws(np.full(len(its), seed), its):
-            scale = official_mode(u, cfg, max_scale=bases[-1])[1]
-            out.add(next(i for i, b in enumerate(bases) if b > scale - 1e-6))
+            out.add(source_index(bases, official_mode(u, cfg, max_scale=bases[-1])[1]))
         return out
 
     def stages_to_run(self, seed: int) -> list[int]:
@@ -107,7 +111,7 @@ class GradualZSSR(ZSSR):
 
     def _father(self, sources, bases, seed: int, it: int) -> torch.Tensor:
         mode, scale = official_mode(aug_draws([seed], [it])[0], self.cfg, max_scale=bases[-1])
-        ind = next(i for i, b in enumerate(bases) if b > scale - 1e-6)
+        ind = source_index(bases, scale)
         src = sources[ind]
         if src is None:  # stages_to_run promised every drawable source
             raise RuntimeError(f"gradual ZSSR: father source {ind} was skipped but drawn")
@@ -176,7 +180,7 @@ class GradualZSSR(ZSSR):
             return w, torch.optim.Adam(w, lr=self.cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS,
                                        foreach=False, fused=False)
 
-        weights, opt = new_net()
+        weights = opt = None
         bases = self._bases()
         sources: list[np.ndarray | None] = [a] + [None] * len(self.factors)  # None: a stage not run
         run = self.stages_to_run(seed)
@@ -185,7 +189,7 @@ class GradualZSSR(ZSSR):
         for n, (f, bp) in enumerate(zip(self.factors, self.bp_iters)):
             if n not in run:
                 continue
-            if n and self.fresh_net_per_stage:
+            if weights is None or self.fresh_net_per_stage:
                 weights, opt = new_net()
             st = self._train_stage(weights, opt, sources[: n + 1], bases[: n + 1], f, seed, n * self.cfg.max_iters)
             stages.append({"stage": n} | st)
