@@ -4,7 +4,7 @@ The official README says gradual SR gives "~0.3dB better results, 6x Runtime" th
 the one-jump figures measured here and the paper's Set5/Set14 table is of that size. Measured with this reading
 (docs/benchmarks.md): carrying the network over (the shipped setting), head +0.05 dB and bird -2.92 dB against one
 jump, because every stage after the first stops at the lr policy's minimum. With a fresh network per stage, Set5
-scores 37.14 against 37.04 (bird +0.34). Read from ZSSR.py/utils.py:
+scores 37.14 against 37.04 (bird +0.34) and Set14 32.85 against 32.77. Read from ZSSR.py/utils.py:
 - the x2 is reached through the factors ``GRADUAL_X2`` (vertical, horizontal), each a full training run with the
   lr policy and stopping rule, followed by the self-ensemble (180-degree steps when the factor is anisotropic)
   with that stage's back-projection count (``GRADUAL_X2_BP``);
