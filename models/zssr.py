@@ -84,6 +84,7 @@ class ZSSRConfig:
     leave_as_is_probability: float = 0.05
     no_interpolate_probability: float = 0.45
     min_scale: float = 0.5                  # fathers are the input downscaled by [min_scale, 1]
+    father_sampling: str = "uniform"        # uniform (official code) | size (paper's text; see father_scale)
     augmentation: str = "dihedral"          # dihedral (this code) | affine (official random_augment, see below)
     scale_diff_sigma: float = 0.25          # affine only: x/y scale difference ~ N(0, sigma) (official 0.25)
     shear_sigma: float = 0.1                # affine only: shear ~ N(0, sigma) (official 0.1)
@@ -117,7 +118,7 @@ class ZSSRConfig:
         if self.precision not in ("auto", "fp32", "fp64", "bf16"):
             raise ValueError(f"precision: one of auto, fp32, fp64, bf16; got {self.precision!r}")
         for key, allowed in (("augmentation", ("dihedral", "affine")), ("resampler", ("torch", "matlab")),
-                             ("lr_fit_cov", ("numpy", "legacy"))):
+                             ("lr_fit_cov", ("numpy", "legacy")), ("father_sampling", ("uniform", "size"))):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}: one of {', '.join(allowed)}; got {getattr(self, key)!r}")
         points = int(self.learning_rate_slope_range / self.run_test_every)
@@ -309,7 +310,7 @@ def decode_draws(u: np.ndarray, h: int, w: int, cfg: ZSSRConfig) -> dict[str, np
     u = np.atleast_2d(u)
     leave = u[:, 0] < cfg.leave_as_is_probability
     lossless = ~leave & (u[:, 0] < cfg.leave_as_is_probability + cfg.no_interpolate_probability)
-    s = np.where(leave | lossless, 1.0, u[:, 1] * (1.0 - cfg.min_scale) + cfg.min_scale)
+    s = np.where(leave | lossless, 1.0, father_scale(u[:, 1], cfg.min_scale, 1.0, cfg))
     k = np.where(leave, 0, np.minimum(7, (u[:, 2] * 8).astype(np.int64)))
     lo = smallest_father(cfg)
     fh = np.minimum(h, np.maximum(lo, np.round(h * s).astype(np.int64)))
@@ -325,7 +326,18 @@ def official_mode(u: np.ndarray, cfg: ZSSRConfig, max_scale: float = 1.0) -> tup
     augmentation uniforms; ``max_scale`` > 1 only in gradual SR (fathers from earlier outputs)."""
     p_leave, p_lossless = cfg.leave_as_is_probability, cfg.no_interpolate_probability
     mode = "leave" if u[0] < p_leave else "lossless" if u[0] < p_leave + p_lossless else "affine"
-    return mode, 1.0 if mode == "leave" else u[1] * (max_scale - cfg.min_scale) + cfg.min_scale
+    return mode, 1.0 if mode == "leave" else float(father_scale(u[1], cfg.min_scale, max_scale, cfg))
+
+
+def father_scale(u, lo: float, hi: float, cfg: ZSSRConfig):
+    """A scaled father's scale in [lo, hi] from a uniform ``u``. ``uniform``: the official ``random_augment``.
+    ``size``: the paper's text as third-party readings of it report it (the paper itself is not available
+    here): a pair is sampled with probability proportional to the HR father's size, so fathers closer to the
+    input's size come more often. Read as a density proportional to the father's area, s^2 (inverse CDF of s^2
+    on [lo, hi]); in gradual SR, where hi > 1, it also favours the larger, synthesized sources."""
+    if cfg.father_sampling == "size":
+        return np.cbrt(lo ** 3 + np.asarray(u) * (hi ** 3 - lo ** 3))
+    return np.asarray(u) * (hi - lo) + lo
 
 
 def official_transform(mode: str, scale: float, base_scale: float, uu: np.ndarray, nn: np.ndarray, h: int, w: int,

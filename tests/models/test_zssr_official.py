@@ -1,6 +1,6 @@
 """The official-code variants of ZSSR measured in issue 17 (docs/benchmarks.md, "ZSSR against the official
-code"): MATLAB-style resampling, the official affine augmentation, numpy < 1.16's line-fit variance, and
-gradual SR. Each is checked against what the official code does, not against this code's own output."""
+code"): MATLAB-style resampling, the official affine augmentation, numpy < 1.16's line-fit variance, gradual
+SR, and the paper's size-weighted father sampling. Each is checked against what the official code does, not against this code's own output."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from survsr.models.zssr import (
-    ZSSR, FatherSource, LRState, ZSSRConfig, aug_draws, lr_policy, matlab_weights, official_mode, official_transform,
-    resize,
+    ZSSR, FatherSource, LRState, ZSSRConfig, aug_draws, decode_draws, lr_policy, matlab_weights, official_mode,
+    official_transform, resize,
 )
 from survsr.models.zssr_batched import BatchedZSSR
 from survsr.models.zssr_gradual import GRADUAL_X2, GradualZSSR, scaled_size
@@ -192,3 +192,32 @@ def test_fresh_gradual_skips_only_stages_nothing_draws_and_gives_the_same_result
     np.testing.assert_array_equal(out_lazy, out_full)
     assert [s["stage"] for s in info_lazy["stages"]] == [2, 5] and info_lazy["skipped_stages"] == [0, 1, 3, 4]
     assert info_lazy["iterations"] < info_full["iterations"]
+
+
+def test_size_weighted_father_sampling():
+    """``father_sampling: size`` draws a scaled father's scale with density ~ s^2 on [min_scale, max_scale];
+    ``uniform`` (the official code) is unchanged. Same uniforms, so a draw only moves to a larger father."""
+    u = aug_draws(np.zeros(20000, np.int64), np.arange(20000))
+    uni, size = ZSSRConfig(), ZSSRConfig(father_sampling="size")
+    size.validate()
+    with pytest.raises(ValueError, match="father_sampling"):
+        ZSSRConfig(father_sampling="area").validate()
+    # official_mode: the mode split is untouched; the scale of the scaled draws follows each density
+    for max_scale in (1.0, 1.5):
+        m_u = [official_mode(x, uni, max_scale) for x in u]
+        m_s = [official_mode(x, size, max_scale) for x in u]
+        assert [m for m, _ in m_u] == [m for m, _ in m_s]
+        s_u = np.array([s for m, s in m_u if m != "leave"])
+        s_s = np.array([s for m, s in m_s if m != "leave"])
+        assert np.all(s_s >= s_u - 1e-12) and s_s.min() >= 0.5 and s_s.max() <= max_scale
+        a, b = 0.5, max_scale
+        assert s_u.mean() == pytest.approx((a + b) / 2, abs=0.01)
+        assert s_s.mean() == pytest.approx(0.75 * (b ** 4 - a ** 4) / (b ** 3 - a ** 3), abs=0.01)
+        # P(s < midpoint): uniform 1/2; ~ s^2: (m^3 - a^3) / (b^3 - a^3)
+        mid = (a + b) / 2
+        assert np.mean(s_s < mid) == pytest.approx((mid ** 3 - a ** 3) / (b ** 3 - a ** 3), abs=0.015)
+    # decode_draws (the dihedral path both engines share): only scaled draws change, towards larger fathers
+    d_u, d_s = decode_draws(u, 64, 48, uni), decode_draws(u, 64, 48, size)
+    assert np.all(d_s["fh"] >= d_u["fh"]) and np.all(d_s["k"] == d_u["k"])
+    scaled = d_u["fh"] < 64
+    assert d_s["fh"][scaled].mean() > d_u["fh"][scaled].mean() + 1.5
