@@ -37,6 +37,9 @@ one-at-a-time engine only):
    else shares the batch.
 Not a departure: the official ZSSR code draws crop positions uniformly (no gradient-weighted crop centres; those
 appear, commented out, only in later codebases derived from it).
+Paper against code: third-party readings of the paper say a pair is sampled with probability proportional to the
+HR father's size, while the official code draws the scale uniformly; ``father_sampling: size`` is that reading
+(opt-in, measured in docs/benchmarks.md), ``uniform`` (the default) the code.
 Reproduced, not a departure: the lr policy's slope noise. The official code ran on numpy < 1.16, whose
 ``polyfit(cov=True)`` scaled the covariance by residuals / (n - 4); numpy >= 1.16 scales by residuals / (n - 2)
 (numpy gh-11197). With the policy's 5 points the official standard error was sqrt(3) times larger, so it lowered the
