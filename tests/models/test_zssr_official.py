@@ -1,6 +1,7 @@
 """The official-code variants of ZSSR measured in issue 17 (docs/benchmarks.md, "ZSSR against the official
-code"): MATLAB-style resampling, the official affine augmentation, numpy < 1.16's line-fit variance, gradual
-SR, and the paper's size-weighted father sampling. Each is checked against what the official code does, not against this code's own output."""
+code"): MATLAB-style resampling, the official affine augmentation, numpy < 1.16's line-fit variance, and
+gradual SR, each checked against what the official code does, not against this code's own output; and the
+paper's size-weighted father sampling, checked against the density it reads the paper as."""
 
 from __future__ import annotations
 
