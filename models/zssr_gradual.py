@@ -1,10 +1,12 @@
 """Gradual ZSSR: the official code's ``X2_GRADUAL_IDEAL_CONF``, reference engine only (an ablation of issue 17).
 
 The official README says gradual SR gives "~0.3dB better results, 6x Runtime" than one jump, and the gap between
-the one-jump figures measured here and the paper's Set5/Set14 table is of that size. Measured with this reading
-(docs/benchmarks.md): carrying the network over (the shipped setting), head +0.05 dB and bird -2.92 dB against one
-jump, because every stage after the first stops at the lr policy's minimum. With a fresh network per stage, Set5
-scores 37.14 against 37.04 (bird +0.34) and Set14 32.85 against 32.77. Read from ZSSR.py/utils.py:
+the one-jump figures measured here and the paper's Set5/Set14 table is of that size. Measured (docs/benchmarks.md,
+"the official code run here"): with the shipped setting (network carried over) bird scores 42.21 here and 42.16
+with the official code itself (a minimal Python 3 / tf.compat.v1 port, same LR image), stage by stage within
+0.17 dB, against one jump's 41.6. An earlier carried run here (38.67) predates the fix of imresize's antialiasing
+quirk (below) and is void. With a fresh network per stage (opt-in ``fresh_net_per_stage``) Set5 scores 37.14 and
+Set14 32.85, against one jump's 37.04 / 32.77. Read from ZSSR.py/utils.py:
 - the x2 is reached through the factors ``GRADUAL_X2`` (vertical, horizontal), each a full training run with the
   lr policy and stopping rule, followed by the self-ensemble (180-degree steps when the factor is anisotropic)
   with that stage's back-projection count (``GRADUAL_X2_BP``);
