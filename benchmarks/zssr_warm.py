@@ -11,6 +11,7 @@ the random init (the full run's own prefix) and the warm init.
 
   .venv/bin/python benchmarks/zssr_warm.py --json /tmp/warm.json          # everything (CPU: about an hour)
   .venv/bin/python benchmarks/zssr_warm.py --carphone 4 --headpose 2 --skip-full --set warm_start.steps=100
+  .venv/bin/python benchmarks/zssr_warm.py --only-full --gradual carried --json /tmp/g.json   # issue 17's faces rule
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def run_face(job: dict) -> dict:
     from survsr.pipelines.quality import score_pair
 
     cfg, face = job["cfg"], job["face"]
+    if job.get("gradual"):
+        return run_face_gradual(job)
     init = None if job["init"] is None else [torch.from_numpy(w) for w in job["init"]]
     eng = ZSSR(cfg)
     c0, t0 = time.process_time(), time.perf_counter()
@@ -85,14 +88,36 @@ def run_face(job: dict) -> dict:
             "iterations": info["iterations"], "cpu_s": cpu, "wall_s": wall, "curve": curve}
 
 
-def run_set(faces, cfg, init, workers: int, seed: int) -> tuple[list[dict], float]:
+def run_face_gradual(job: dict) -> dict:
+    """One face through the official gradual x2 (``GradualZSSR``, reference engine): no curve, only the end."""
+    from survsr.models.zssr_gradual import GradualZSSR
+    from survsr.pipelines.quality import score_pair
+
+    face = job["face"]
+    eng = GradualZSSR(job["cfg"], fresh_net_per_stage=job["gradual"] == "fresh")
+    c0, t0 = time.process_time(), time.perf_counter()
+    out, info = eng.run(face["lr"], job["seed"], name=face["id"])
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    s = score_pair(face["hr"], out, scale=2)
+    return {"id": face["id"], "source": face["source"], "psnr_y": s["psnr_y"], "ssim_y": s["ssim_y"],
+            "iterations": info["iterations"], "cpu_s": cpu, "wall_s": wall,
+            "curve": {"stop": [s["psnr_y"], s["ssim_y"], info["iterations"]]},
+            "stages": [{k: st[k] for k in ("stage", "factor", "iterations", "lr_changes")} for st in info["stages"]]}
+
+
+def run_set(faces, cfg, init, workers: int, seed: int, gradual: str | None = None) -> tuple[list[dict], float]:
     from survsr.pipelines.eval_faces import stable_seed
 
-    jobs = [{"cfg": cfg, "face": f, "init": init, "seed": stable_seed(seed, f["id"])} for f in faces]
+    jobs = [{"cfg": cfg, "face": f, "init": init, "seed": stable_seed(seed, f["id"]), "gradual": gradual}
+            for f in faces]
     t0 = time.perf_counter()
+    rows = []
     with mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(1,)) as pool:
-        rows = pool.map(run_face, jobs, chunksize=1)
-    return rows, time.perf_counter() - t0
+        for r in pool.imap_unordered(run_face, jobs, chunksize=1):  # progress: a line per face as it ends
+            rows.append(r)
+            print(f"  {len(rows):3d}/{len(jobs)} {r['id']}: PSNR-Y {r['psnr_y']:.3f}, {r['iterations']} it., "
+                  f"{r['cpu_s']:.0f} CPU-s", flush=True)
+    return sorted(rows, key=lambda r: r["id"]), time.perf_counter() - t0
 
 
 def summary(name: str, rows: list[dict], wall: float, extra_iters: int = 0, extra_cpu: float = 0.0,
@@ -123,6 +148,9 @@ def main(argv=None) -> int:
     ap.add_argument("--init-threads", type=int, default=2)
     ap.add_argument("--skip-full", action="store_true", help="no full (random init) run")
     ap.add_argument("--only-full", action="store_true", help="only the full (random init) run")
+    ap.add_argument("--gradual", choices=("carried", "fresh"), default=None,
+                    help="with --only-full: the official gradual x2 instead of one jump (network carried over "
+                         "from stage to stage, as X2_GRADUAL_IDEAL_CONF, or fresh per stage); ~6x the compute")
     ap.add_argument("--full-json", type=Path, default=None,
                     help="take the full run from this earlier --only-full --json output (same faces) instead")
     ap.add_argument("--warm-full", action="store_true", help="also fine-tune from the init to the stopping rule")
@@ -134,6 +162,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.gradual and not args.only_full:
+        ap.error("--gradual: with --only-full (a warm init is a one-jump network)")
 
     import torch
 
@@ -156,11 +186,14 @@ def main(argv=None) -> int:
     print(f"{'bicubic':28} PSNR-Y {res['bicubic']['psnr_y']:.3f}  SSIM-Y {res['bicubic']['ssim_y']:.4f}", flush=True)
 
     if args.only_full:
-        rows_full, wall_full = run_set(faces, full_cfg, None, args.workers, args.seed)
-        res["full"] = summary("full ZSSR (random init)", rows_full, wall_full)
-        res["curve_random"] = curve_of(rows_full)
+        rows_full, wall_full = run_set(faces, full_cfg, None, args.workers, args.seed, args.gradual)
+        name = f"gradual ZSSR ({args.gradual})" if args.gradual else "full ZSSR (random init)"
+        res["full"] = summary(name, rows_full, wall_full)
+        res["gradual"] = args.gradual
         res["rows_full"] = rows_full
-        print("curve_random  " + "  ".join(f"{k}: {v:.3f}" for k, v in res["curve_random"].items()), flush=True)
+        if not args.gradual:  # a gradual run has no fine-tuning curve, only its end
+            res["curve_random"] = curve_of(rows_full)
+            print("curve_random  " + "  ".join(f"{k}: {v:.3f}" for k, v in res["curve_random"].items()), flush=True)
         if args.json:
             args.json.write_text(json.dumps(res, indent=1, default=float))
         return 0
