@@ -1,5 +1,10 @@
-"""``survsr upscale IMAGE... --method zssr|srgan|bicubic [--generator G.safetensors] --out DIR``: enlarge
-still images.
+"""``survsr upscale IMAGE... --method zssr|zssr-gradual|srgan|bicubic [--generator G.safetensors] --out DIR``:
+enlarge still images.
+
+``zssr-gradual`` (x2 only) is the official code's ``X2_GRADUAL_IDEAL_CONF`` (``survsr.models.zssr_gradual``:
+six stages, the network carried over, the official fathers and resampler whatever the config says): the
+configuration the ZSSR paper's image-SR table was most likely made with, at about 5x one jump's compute
+(docs/benchmarks.md, issue 17). The face pipeline keeps one jump.
 
 Each output is ``DIR/<input stem>.png`` with a provenance record, listed (path, SHA-256, input and its
 SHA-256) in ``DIR/upscale.parquet`` so ``survsr verify DIR`` can check it. ZSSR and SRGAN output is model
@@ -43,6 +48,7 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
     ``warm_start`` (a ``WarmStartConfig`` with ``enabled``): ZSSR first learns one init from the given images'
     internal pairs (theirs only), then each image fine-tunes from it."""
     from survsr.models.zssr import ZSSR, ZSSRConfig, bicubic_upscale
+    from survsr.models.zssr_gradual import GradualZSSR
     import dataclasses
 
     gen_info: dict = {}
@@ -61,14 +67,21 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
         if float(gcfg.get("scale", 2)) != float(scale):
             raise ValueError(f"{generator}: the generator is x{gcfg.get('scale')}, --scale is {scale:g}")
         gen_info = {"path": str(generator.resolve()), "sha256": sha256_file(generator)}
+    if method == "zssr-gradual":
+        if float(scale) != 2.0:
+            raise ValueError(f"--method zssr-gradual: x2 only (the official gradual factors), not --scale {scale:g}")
+        if warm_start is not None and warm_start.enabled:
+            raise ValueError("--method zssr-gradual: no warm start (a warm init is a one-jump network)")
     cfg = dataclasses.replace(cfg or ZSSRConfig(), scale=float(scale))
     cfg.validate()
     out_dir = check_output_dir(out_dir, paths, "upscale")
     out_dir.mkdir(parents=True, exist_ok=True)
-    engine = ZSSR(cfg) if method == "zssr" else None
-    model_output = method in ("zssr", "srgan")
+    engine = {"zssr": ZSSR, "zssr-gradual": GradualZSSR}.get(method)
+    engine = engine(cfg) if engine else None
+    model_output = method in ("zssr", "zssr-gradual", "srgan")
     warm = engine is not None and warm_start is not None and warm_start.enabled
-    chash = config_hash({"method": method, "zssr": dataclasses.asdict(cfg) if engine else None, "scale": scale,
+    # engine.cfg: what ran (gradual forces the official fathers and resampler, and its record says so)
+    chash = config_hash({"method": method, "zssr": dataclasses.asdict(engine.cfg) if engine else None, "scale": scale,
                          "generator_sha256": gen_info.get("sha256")}
                         | ({"warm_start": dataclasses.asdict(warm_start)} if warm else {}))
     init, init_sha = (_warm_init(paths, cfg, warm_start) if warm else (None, None))
@@ -174,7 +187,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from survsr.config import add_config_args
 
     parser.add_argument("images", nargs="+", help="input images (PNG/JPEG/...); key=value tokens are overrides")
-    parser.add_argument("--method", choices=("zssr", "srgan", "bicubic"), default="zssr")
+    parser.add_argument("--method", choices=("zssr", "zssr-gradual", "srgan", "bicubic"), default="zssr",
+                        help="zssr-gradual: the official gradual x2 (~5x zssr's compute; the paper's image-SR "
+                             "figures)")
     parser.add_argument("--generator", default=None,
                         help="--method srgan: the generator export (survsr train's RUN/generator.safetensors)")
     parser.add_argument("--scale", type=float, default=2.0)

@@ -195,6 +195,51 @@ def test_fresh_gradual_skips_only_stages_nothing_draws_and_gives_the_same_result
     assert info_lazy["iterations"] < info_full["iterations"]
 
 
+def test_upscale_cli_runs_gradual_zssr_records_it_and_refuses_what_it_cannot_do(tmp_path, capsys):
+    """``survsr upscale --method zssr-gradual``: the official gradual x2 on a still, marked, traceable (its
+    config hash is that of what ran: the official fathers and resampler), x2 only, no warm start."""
+    import pandas as pd
+    from PIL import Image
+
+    from survsr import verify as V
+    from survsr.cli import main
+    from survsr.config import config_hash
+    from survsr.marking import MarkingConfig, band_height
+    from survsr.provenance import PROVENANCE_KEY, read_png_text
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray((np.random.default_rng(4).random((14, 12, 3)) * 255).astype(np.uint8)).save(src / "cam.png")
+    small = ["zssr.max_iters=3", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.width=8", "zssr.depth=3",
+             "zssr.crop_size=16", "zssr.learning_rate_policy_check_every=2", "zssr.learning_rate_slope_range=10",
+             "zssr.back_projection_iters=1", "zssr.device=cpu"]
+    out = tmp_path / "out"
+    assert main(["upscale", str(src / "cam.png"), *small, "--method", "zssr-gradual", "--out", str(out)]) == 0
+    img = np.asarray(Image.open(out / "cam.png"))
+    assert img.shape == (28 + band_height(24, MarkingConfig()), 24, 3)  # x2 picture, the label band below it
+    assert '"kind": "zssr-gradual_upscale"' in read_png_text(out / "cam.png")[PROVENANCE_KEY]
+    row = pd.read_parquet(out / "upscale.parquet").iloc[0]
+    assert row["method"] == "zssr-gradual"
+    import dataclasses
+
+    from survsr.pipelines.zssr_pool import load_config
+
+    asked = dataclasses.replace(load_config(None, small).zssr, scale=2.0)
+    ran = dataclasses.replace(asked, augmentation="affine", resampler="matlab")
+    assert asked.augmentation != "affine"  # the yaml default: the record must not claim it
+    expect = config_hash({"method": "zssr-gradual", "zssr": dataclasses.asdict(ran), "scale": 2.0,
+                          "generator_sha256": None})
+    assert row["config_hash"] == expect
+    assert all(r.status == V.VERIFIED for r in V.verify_paths([out]))
+    capsys.readouterr()
+    assert main(["upscale", str(src / "cam.png"), *small, "--method", "zssr-gradual", "--scale", "3",
+                 "--out", str(tmp_path / "x3")]) == 1
+    assert main(["upscale", str(src / "cam.png"), *small, "warm_start.enabled=true", "--method", "zssr-gradual",
+                 "--out", str(tmp_path / "warm")]) == 1
+    text = capsys.readouterr().out
+    assert "x2 only" in text and "--scale 3" in text and "no warm start" in text
+
+
 def test_size_weighted_father_sampling():
     """``father_sampling: size`` draws a scaled father's scale with density ~ s^2 on [min_scale, max_scale];
     ``uniform`` (the official code) is unchanged. Same uniforms, so a draw only moves to a larger father."""
