@@ -29,6 +29,7 @@ Set14 32.85, against one jump's 37.04 / 32.77. Read from ZSSR.py/utils.py:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 
@@ -45,6 +46,7 @@ GRADUAL_X2 = ((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.5, 2.0), (2.0, 1.5), (2.0, 
 GRADUAL_X2_BP = (6, 6, 8, 10, 10, 12)
 
 Factor = tuple[float, float]
+log = logging.getLogger(__name__)
 
 
 def source_index(bases: list[float], scale: float) -> int:
@@ -195,6 +197,9 @@ class GradualZSSR(ZSSR):
                 weights, opt = new_net()
             st = self._train_stage(weights, opt, sources[: n + 1], bases[: n + 1], f, seed, n * self.cfg.max_iters)
             stages.append({"stage": n} | st)
+            # a still takes minutes per stage on a CPU: say where the run is
+            log.info("gradual ZSSR %s: stage %d/%d (x%gx%g) done, %d iterations, %.0fs so far", name, n + 1,
+                     len(self.factors), f[0], f[1], st["iterations"], time.perf_counter() - t0)
             out = self._final_test(weights, f, bp)
             if on_stage is not None:
                 on_stage(n, f, to_uint8(out, gray))
