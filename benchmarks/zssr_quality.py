@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg, ws = stage.zssr, stage.warm_start
     if args.gradual and args.scale != 2:
         ap.error("--gradual: x2 only (the official gradual factors)")
+    if args.gradual:  # an image takes an hour on a CPU: show each stage as it ends (models/zssr_gradual.py logs it)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     engine = GradualZSSR(cfg, fresh_net_per_stage=args.gradual_fresh) if args.gradual else ZSSR(cfg)
     rows = []
     print(f"ZSSR x{args.scale} on {engine.device} ({engine.dtype}, amp={engine.amp}); max_iters={cfg.max_iters}")
