@@ -26,10 +26,11 @@ one-at-a-time engine only):
    anisotropic factors of gradual SR).
 3. One jump to x2 (``X2_ONE_JUMP_IDEAL_CONF``). The official README credits its gradual configuration
    (``X2_GRADUAL_IDEAL_CONF``: six intermediate, partly anisotropic factors, each output joining the fathers)
-   with "~0.3dB better results, 6x Runtime": ``survsr.models.zssr_gradual``. With the shipped setting (network
-   carried over) bird scores 42.21 (the official code itself: 42.16) against one jump's 41.6; with a fresh
-   network per stage (official ``init_net_for_each_sf = True``) Set5 is 37.14 against one jump's 37.04 and
-   Set14 32.85 against 32.77, at 2x the iterations (docs/benchmarks.md).
+   with "~0.3dB better results, 6x Runtime": ``survsr.models.zssr_gradual`` (``survsr upscale --method
+   zssr-gradual`` for stills). With the shipped setting (network carried over) Set5 scores 37.41 (the paper:
+   37.37) against one jump's 37.04 at 5.4x the iterations, and bird 42.21 (the official code itself: 42.16); with
+   a fresh network per stage (official ``init_net_for_each_sf = True``) Set5 is 37.14 and Set14 32.85 against
+   32.77. On a 32x32 face it gained 0.44 dB at 110x the CPU time, so faces keep one jump (docs/benchmarks.md).
 4. Sons of odd-sized fathers are round(size / scale) pixels, not ceil (only this code's scaled fathers can be odd).
 5. Adam is torch's (epsilon added to sqrt(v) after bias correction; TensorFlow's adds it before).
 6. Random numbers come from a counter-based generator keyed by (seed, stream, counter), so the batched engine
