@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import time
 from pathlib import Path
@@ -61,6 +62,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
 
 # Smallest input side: the smallest father (min_scale * side) must still have a son of >= 2 pixels.
 MIN_SIDE = 8
@@ -545,6 +548,18 @@ def net_forward(weights: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return x + h.to(x.dtype)
 
 
+def residual_rms(y: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """Per image, the RMS of what the network added to the bicubic upscale ``up`` (``y`` = its output, not
+    clamped). Exactly 0 means a dead network: some layer's ReLUs are all off at every pixel, so (no biases) the
+    residual and every gradient are zero, and no further training revives it; the "super-resolved" image is then
+    bicubic plus back-projection. Recorded with every result so such outputs can be told apart."""
+    return (y.double() - up.double()).pow(2).flatten(1).mean(1).sqrt()
+
+
+DEAD_NET_WARNING = ("%s: the ZSSR network is dead (its residual is zero at every pixel), so the output is the "
+                    "bicubic upscale plus back-projection")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Learning-rate policy (shared by both engines)
 
@@ -758,14 +773,16 @@ class ZSSR:
 
     @torch.no_grad()
     def infer(self, weights: list[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
-        h, w = image.shape[-2:]
+        self.last_residual_rms = float("nan")
         outs = []
         for k in range(n_transforms(self.cfg)):
             x = dihedral(image, k)
             up = resize(x, out_size(x.shape[-2], x.shape[-1], self.cfg.scale), self.cfg.resampler, self.cfg.scale)
             with autocast(self.device, self.amp):
-                y = net_forward(weights, up).to(image.dtype).clamp(0, 1)
-            outs.append(undo_dihedral(y, k))
+                y = net_forward(weights, up).to(image.dtype)
+            if k == 0:
+                self.last_residual_rms = float(residual_rms(y, up)[0])
+            outs.append(undo_dihedral(y.clamp(0, 1), k))
         return finish_ensemble(torch.stack(outs), image, self.cfg, self.kernel)
 
     def run(self, img_uint8: np.ndarray, seed: int = 0, name: str = "image",
@@ -777,7 +794,9 @@ class ZSSR:
         out = self.infer(weights, image)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        info.update(seconds=time.perf_counter() - t0, device=str(self.device))
+        info.update(seconds=time.perf_counter() - t0, device=str(self.device), residual_rms=self.last_residual_rms)
+        if self.last_residual_rms == 0:
+            log.warning(DEAD_NET_WARNING, name)
         return to_uint8(out, gray), info
 
 
@@ -785,7 +804,8 @@ def super_resolve(img_uint8: np.ndarray, cfg: ZSSRConfig | None = None, seed: in
     """Super-resolve one uint8 image (HxWx3 RGB or HxW gray) by ``cfg.scale``.
 
     Returns (uint8 image of size round(H*scale) x round(W*scale), info) with info = {iterations, final_lr,
-    final_loss, final_rec_mse, lr_changes, seconds, device}. Deterministic on CPU for a fixed seed.
+    final_loss, final_rec_mse, lr_changes, seconds, device, residual_rms (0: a dead network, see
+    ``residual_rms``)}. Deterministic on CPU for a fixed seed.
     """
     return ZSSR(cfg or ZSSRConfig()).run(img_uint8, seed)
 

@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from survsr.models.zssr import (
-    ADAM_BETAS, ADAM_EPS, FatherSource, LRState, ZSSRConfig, aug_draws, autocast, check_image, decode_draws, dihedral,
-    downscale, finish_ensemble, init_weights_t, layer_shapes, load_kernel, lr_policy, n_transforms, out_size, pick_device,
-    pick_precision, resize, smallest_father, son_size, to_uint8, undo_dihedral,
+    ADAM_BETAS, ADAM_EPS, DEAD_NET_WARNING, FatherSource, LRState, ZSSRConfig, aug_draws, autocast, check_image,
+    decode_draws, dihedral, downscale, finish_ensemble, init_weights_t, layer_shapes, load_kernel, lr_policy,
+    n_transforms, out_size, pick_device, pick_precision, resize, residual_rms, smallest_father, son_size, to_uint8,
+    undo_dihedral,
 )
 
 log = logging.getLogger(__name__)
@@ -297,21 +298,25 @@ class BatchedZSSR:
 
     # -- inference ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _infer(self, idx: list[int]) -> list[tuple[int, torch.Tensor]]:
+    def _infer(self, idx: list[int]) -> list[tuple[int, torch.Tensor, float]]:
+        """(slot, output, residual RMS) per finished face."""
         out = []
         for group in _group_by_size(self.faces, idx):
             ti = torch.as_tensor(group, device=self.device)
             ws = [w[ti] for w in self.W]
             imgs = torch.cat([self.faces[i].image for i in group])           # [G, 3, H, W]
             per_k = []
+            rms = None
             for k in range(n_transforms(self.cfg)):
                 x = dihedral(imgs, k)
                 up = resize(x, out_size(x.shape[-2], x.shape[-1], self.cfg.scale))
                 with autocast(self.device, self.amp):
-                    y = grouped_forward(ws, up[None])[0].to(self.dtype).clamp(0, 1)
-                per_k.append(undo_dihedral(y, k))
+                    y = grouped_forward(ws, up[None])[0].to(self.dtype)
+                if k == 0:
+                    rms = residual_rms(y, up).tolist()
+                per_k.append(undo_dihedral(y.clamp(0, 1), k))
             res = finish_ensemble(torch.stack(per_k), imgs, self.cfg, self.kernel)
-            out.extend((i, res[j:j + 1]) for j, i in enumerate(group))
+            out.extend((i, res[j:j + 1], rms[j]) for j, i in enumerate(group))
         return out
 
     # -- driver ------------------------------------------------------------------------------------------
@@ -358,14 +363,16 @@ class BatchedZSSR:
                 finished = self._after_step()
                 losses = self._last_loss.tolist() if finished else []
             if finished:
-                for i, res in self._infer(finished):
+                for i, res, rms in self._infer(finished):
                     f = self.faces[i]
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     info = {"iterations": f.it, "final_lr": f.lr.lr, "final_loss": losses[i],
                             "final_rec_mse": f.lr.errors[-1] if f.lr.errors else float("nan"),
                             "lr_changes": list(f.lr.changes), "seconds": time.perf_counter() - f.t0,
-                            "device": str(self.device)}
+                            "device": str(self.device), "residual_rms": rms}
+                    if rms == 0:
+                        log.warning(DEAD_NET_WARNING, f.key)
                     self.faces[i] = None
                     yield f.key, to_uint8(res, f.gray), info
                 if exhausted:

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from survsr.models.zssr import (
-    ADAM_BETAS, ADAM_EPS, STREAM_NOISE, ZSSR, LRState, ZSSRConfig, affine_draws, aug_draws, autocast, back_project,
-    check_image, dihedral, init_weights, l1_step, lr_policy, median8, net_forward, noise_tensor, official_mode,
-    official_transform, resize, to_uint8, undo_dihedral, warp_father,
+    ADAM_BETAS, ADAM_EPS, DEAD_NET_WARNING, STREAM_NOISE, ZSSR, LRState, ZSSRConfig, affine_draws, aug_draws, autocast,
+    back_project, check_image, dihedral, init_weights, l1_step, lr_policy, median8, net_forward, noise_tensor,
+    official_mode, official_transform, residual_rms, resize, to_uint8, undo_dihedral, warp_father,
 )
 
 GRADUAL_X2 = ((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.5, 2.0), (2.0, 1.5), (2.0, 2.0))
@@ -153,22 +153,27 @@ class GradualZSSR(ZSSR):
                 "rec_mse": [[s, e] for s, e in zip(st.steps, st.errors)]}
 
     @torch.no_grad()
-    def _final_test(self, weights, f: Factor, bp: int) -> torch.Tensor:
+    def _final_test(self, weights, f: Factor, bp: int) -> tuple[torch.Tensor, float]:
+        """The stage's output and its network's residual RMS on the input (0: a dead network)."""
         image, method = self.image, self.cfg.resampler
         outs = []
+        rms = float("nan")
         step = 1 if f[0] == f[1] else 2  # anisotropic: only the transforms that keep the axes
         for k in range(0, 8 if self.cfg.output_flip else 1, step):
             x = dihedral(image, k)
+            up = self._up(x, f)
             with autocast(self.device, self.amp):
-                y = net_forward(weights, self._up(x, f)).to(image.dtype).clamp(0, 1)
-            y = undo_dihedral(y, k)
+                y = net_forward(weights, up).to(image.dtype)
+            if k == 0:
+                rms = float(residual_rms(y, up)[0])
+            y = undo_dihedral(y.clamp(0, 1), k)
             for _ in range(bp):
                 y = back_project(y, image, None, method, f)
             outs.append(y)
         y = median8(torch.stack(outs))
         for _ in range(bp):
             y = back_project(y, image, None, method, f)
-        return y
+        return y, rms
 
     def run(self, img_uint8: np.ndarray, seed: int = 0, name: str = "image", init=None,
             on_stage=None) -> tuple[np.ndarray, dict]:
@@ -198,15 +203,18 @@ class GradualZSSR(ZSSR):
             if weights is None or self.fresh_net_per_stage:
                 weights, opt = new_net()
             st = self._train_stage(weights, opt, sources[: n + 1], bases[: n + 1], f, seed, n * self.cfg.max_iters)
-            stages.append({"stage": n} | st)
+            out, rms = self._final_test(weights, f, bp)
+            stages.append({"stage": n} | st | {"residual_rms": rms})
             # a still takes minutes per stage on a CPU: say where the run is
-            log.info("gradual ZSSR %s: stage %d/%d (x%gx%g) done, %d iterations, %.0fs so far", name, n + 1,
-                     len(self.factors), f[0], f[1], st["iterations"], time.perf_counter() - t0)
-            out = self._final_test(weights, f, bp)
+            log.info("gradual ZSSR %s: stage %d/%d (x%gx%g) done, %d iterations, residual RMS %.2e, %.0fs so far",
+                     name, n + 1, len(self.factors), f[0], f[1], st["iterations"], rms, time.perf_counter() - t0)
+            if rms == 0:
+                log.warning(DEAD_NET_WARNING, f"{name} (gradual stage {n + 1}, x{f[0]:g}x{f[1]:g})")
             if on_stage is not None:
                 on_stage(n, f, to_uint8(out, gray))
             sources[n + 1] = np.ascontiguousarray(out[0].cpu().numpy().transpose(1, 2, 0))
         info = {"iterations": sum(s["iterations"] for s in stages), "stages": stages,
                 "skipped_stages": [n for n in range(len(self.factors)) if n not in run],
-                "seconds": time.perf_counter() - t0, "device": str(self.device)}
+                "seconds": time.perf_counter() - t0, "device": str(self.device),
+                "residual_rms": stages[-1]["residual_rms"] if stages else float("nan")}
         return to_uint8(out, gray), info

@@ -39,8 +39,10 @@ from survsr.provenance import (
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("crop_id", "lr_path", "sha256", "split")
+# residual_rms: what the network added to the bicubic upscale; 0 = a dead network (the HR face is then bicubic
+# plus back-projection, see survsr.models.zssr.residual_rms); NaN for records written before it was kept
 MANIFEST_COLUMNS = ["crop_id", "hr_path", "sha256", "iterations", "final_lr", "final_loss", "seconds",
-                    "config_hash", "device", "split", "lr_path", "seed"]
+                    "config_hash", "device", "split", "lr_path", "seed", "residual_rms"]
 
 
 @dataclasses.dataclass
@@ -252,7 +254,7 @@ class ZSSRWorker:
                "seconds": float(info["seconds"]), "config_hash": self.chash, "device": info["device"],
                "split": row.get("split"), "lr_path": str(row["lr_path"]), "seed": seed,
                "lr_sha256": str(row["sha256"]), "lr_changes": info.get("lr_changes", []),
-               "init_sha256": self.init_sha}
+               "init_sha256": self.init_sha, "residual_rms": float(info.get("residual_rms", float("nan")))}
         atomic_write_json(_record_path(self.out_dir, crop_id), rec)
 
     def _run(self, engine, rows: dict[str, dict], status: dict[str, dict]) -> None:
@@ -400,9 +402,11 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
     seconds = time.perf_counter() - t0
     ran = int((results["status"] == "done").sum()) if len(results) else 0
     devices = sorted(set(manifest["device"])) if len(manifest) else []
+    dead = sorted(manifest.loc[manifest["residual_rms"] == 0, "crop_id"].astype(str))
     summary = {"faces": len(faces), "generator_faces_skipped": skipped_g, "done": len(manifest), "ran": ran, "resumed": len(done_before),
                "failed": failures, "seconds": round(seconds, 3),
                "faces_per_s": round(ran / seconds, 3) if ran and seconds > 0 else None,
+               "dead_networks": dead,
                "config_hash": chash, "device": devices[0] if len(devices) == 1 else devices or device,
                "manifest": str(out_dir / "zssr.parquet"),
                "warm_start": None if init is None else {
@@ -419,6 +423,9 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
                            "seconds": round(seconds, 3), "warm_start": summary["warm_start"]})
     for f in failures:
         log.error("zssr failed: %s", f["error"])
+    if dead:
+        log.warning("zssr: %d face(s) whose network died (HR = bicubic + back-projection): %s", len(dead),
+                    ", ".join(dead[:10]) + (" ..." if len(dead) > 10 else ""))
     log.info("zssr: %d/%d faces done (%d run now, %d resumed, %d failed) in %.1fs", len(manifest), len(faces),
              ran, len(done_before), len(failures), seconds)
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,8 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
 from survsr.models.zssr import (
-    LRState, ZSSRConfig, aug_draws, bicubic_upscale, decode_draw, dihedral, lr_policy, super_resolve,
-    undo_dihedral,
+    ZSSR, LRState, ZSSRConfig, aug_draws, bicubic_upscale, decode_draw, dihedral, init_weights, lr_policy,
+    super_resolve, undo_dihedral,
 )
 from survsr.models.zssr_batched import BatchedZSSR
 
@@ -266,7 +267,28 @@ def test_batched_engine_equals_one_at_a_time(noise, precision, sampling):
         assert i1["iterations"] == i2["iterations"] and i1["lr_changes"] == i2["lr_changes"]
         assert i1["final_loss"] == pytest.approx(i2["final_loss"], rel=PRECISION_TOL[precision])
         assert i1["device"] == i2["device"] == "cpu"
+        assert i1["residual_rms"] > 0 and i1["residual_rms"] == pytest.approx(i2["residual_rms"], rel=1e-3)
         assert np.abs(o1.astype(int) - o2).max() <= 1 and np.mean(o1 == o2) > 0.99
+
+
+def test_a_dead_network_is_reported_by_both_engines(face_pair, caplog):
+    """With its last hidden layer at zero, the net adds nothing and gets no gradient (no biases), so training
+    cannot revive it and the output is bicubic + back-projection: both engines must say so (residual RMS 0 and
+    a warning naming the image). The live start on the same face reports a positive RMS."""
+    _, lr = face_pair
+    cfg = ZSSRConfig(**SMALL, device="cpu", precision="fp64")
+    live = init_weights(0, cfg)
+    dead = [w.clone() for w in live]
+    dead[-2].zero_()
+    with caplog.at_level(logging.WARNING):
+        _, info = ZSSR(cfg).run(lr, seed=0, name="face-dead", init=dead)
+        ((key, _, binfo),) = list(BatchedZSSR(cfg, slots=1, init=dead).run([("face-dead-batched", lr, 0)]))
+    assert info["iterations"] > 0 and info["residual_rms"] == 0 and binfo["residual_rms"] == 0
+    assert "face-dead: the ZSSR network is dead" in caplog.text and "face-dead-batched: the ZSSR" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _, info = ZSSR(cfg).run(lr, seed=0, name="face-live", init=live)
+    assert info["residual_rms"] > 1e-3 and "dead" not in caplog.text
 
 
 def test_bad_inputs_have_clear_messages():

@@ -34,8 +34,10 @@ def test_pool_writes_contract_retries_reports_and_resumes(tmp_path, ray_session,
     assert s1["failed"][0]["attempts"] == 2 and "broken.png" in s1["failed"][0]["error"]
     man = pd.read_parquet(out / "zssr.parquet")
     for col in ("crop_id", "hr_path", "sha256", "iterations", "final_lr", "final_loss", "seconds", "config_hash",
-                "device", "split", "lr_path"):
+                "device", "split", "lr_path", "residual_rms"):
         assert col in man.columns
+    # 6 iterations from the seed's random net: alive (the net adds something), none reported dead
+    assert (man["residual_rms"] > 0).all() and s1["dead_networks"] == []
     assert sorted(man["crop_id"]) == sorted(df["crop_id"])
     man = man.set_index("crop_id")
     for cid, row in man.iterrows():
