@@ -156,12 +156,14 @@ def main(argv: list[str] | None = None) -> int:
             sb, sz = score_pair(hr, bic, scale=args.scale), score_pair(hr, sr, scale=args.scale)
             row = {"set": set_name, "image": path.stem, "w": hr.shape[1], "h": hr.shape[0],
                    "psnr_bicubic": sb["psnr_y"], "psnr_zssr": sz["psnr_y"], "ssim_bicubic": sb["ssim_y"],
-                   "ssim_zssr": sz["ssim_y"], "iterations": info["iterations"], "seconds": sec, "cpu_seconds": cpu}
+                   "ssim_zssr": sz["ssim_y"], "iterations": info["iterations"], "seconds": sec, "cpu_seconds": cpu,
+                   "residual_rms": info.get("residual_rms")}
             if "stages" in info:  # gradual: each factor's iterations, lr changes and scores
                 row["stages"] = [st | sc for st, sc in zip(info["stages"], stage_scores)]
                 for st in row["stages"]:
                     print(f"  stage {st['factor']}: {st['iterations']} it., PSNR-Y {st['psnr_y']:.2f} "
-                          f"(bicubic {st['psnr_y_bicubic']:.2f})", flush=True)
+                          f"(bicubic {st['psnr_y_bicubic']:.2f}), residual RMS {st['residual_rms']:.2e}"
+                          + (" (dead network)" if st["residual_rms"] == 0 else ""), flush=True)
             rows.append(row)
             dump(rows, {})  # an interrupted hour-long run keeps its finished images
             print(f"{set_name:6} {path.stem:12} {hr.shape[1]:>4}x{hr.shape[0]:<4} {row['psnr_bicubic']:9.2f} "
