@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the official X2_GRADUAL_IDEAL_CONF (survsr.models.zssr_gradual; x2 only, ~6x the compute)")
     ap.add_argument("--gradual-fresh", action="store_true",
                     help="with --gradual: a fresh network per stage (official init_net_for_each_sf = True)")
+    ap.add_argument("--gradual-restart-dead", action="store_true",
+                    help="with --gradual: train a stage whose network died again from a fresh one (opt-in)")
     ap.add_argument("--images", nargs="+", default=None, help="only these image stems")
     ap.add_argument("--lr-resize", choices=("pil", "matlab"), default="pil",
                     help="how LR and the bicubic baseline are made: PIL bicubic (default) or MATLAB imresize")
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--gradual: x2 only (the official gradual factors)")
     if args.gradual:  # an image takes an hour on a CPU: show each stage as it ends (models/zssr_gradual.py logs it)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
-    engine = GradualZSSR(cfg, fresh_net_per_stage=args.gradual_fresh) if args.gradual else ZSSR(cfg)
+    engine = (GradualZSSR(cfg, fresh_net_per_stage=args.gradual_fresh, restart_dead=args.gradual_restart_dead)
+              if args.gradual else ZSSR(cfg))
     rows = []
     print(f"ZSSR x{args.scale} on {engine.device} ({engine.dtype}, amp={engine.amp}); max_iters={cfg.max_iters}")
     print(f"{'set':6} {'image':12} {'size':>9} {'bic PSNR':>9} {'ZSSR PSNR':>9} {'bic SSIM':>8} {'ZSSR SSIM':>9} "
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp.write_text(json.dumps({"rows": rows, "means": means, "device": str(engine.device),
                                        "overrides": overrides, "zssr": dataclasses.asdict(engine.cfg),
                                        "gradual": args.gradual, "gradual_fresh": args.gradual_fresh,
+                                       "gradual_restart_dead": args.gradual_restart_dead,
                                        "lr_resize": args.lr_resize,
                                        "warm_start": inits}, indent=1))
             tmp.replace(args.json)

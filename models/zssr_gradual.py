@@ -65,13 +65,16 @@ class GradualZSSR(ZSSR):
     """``run`` super-resolves by ``factors[-1]`` through every factor in turn (reference path, one image)."""
 
     def __init__(self, cfg: ZSSRConfig, factors=GRADUAL_X2, bp_iters=GRADUAL_X2_BP, device=None,
-                 fresh_net_per_stage: bool = False, skip_unused: bool = True):
+                 fresh_net_per_stage: bool = False, skip_unused: bool = True, restart_dead: bool = False):
         """``fresh_net_per_stage``: the official ``init_net_for_each_sf = True`` (default False, as in
         ``X2_GRADUAL_IDEAL_CONF``): every stage starts from the seed's random network and new Adam moments.
         ``skip_unused`` (fresh networks only): a stage then reaches the result only as a father source, and
         ``random_augment`` takes the *first* source of a scale, so with ``GRADUAL_X2`` only the 1.5x1.5 stage
         feeds the last one; stages that no needed stage can draw (over all its ``max_iters`` draws) are not run.
-        The result is bit-identical (a test checks it) at about a third of the compute."""
+        The result is bit-identical (a test checks it) at about a third of the compute.
+        ``restart_dead`` (opt-in, not in the official code): a stage whose network died (residual RMS 0, see
+        ``survsr.models.zssr.residual_rms``) is trained again from the seed's random network and new Adam
+        moments, which later stages then carry over; its iterations count in the total."""
         # what runs is what the config (and so every record of it) says: the official fathers and resampler
         super().__init__(dataclasses.replace(cfg, augmentation="affine", resampler="matlab"), device)
         if len(factors) != len(bp_iters):
@@ -80,6 +83,7 @@ class GradualZSSR(ZSSR):
         self.bp_iters = list(bp_iters)
         self.fresh_net_per_stage = fresh_net_per_stage
         self.skip_unused = skip_unused
+        self.restart_dead = restart_dead
 
     def _bases(self) -> list[float]:
         """Each father source's factor: the input, then every stage's output (its smaller factor)."""
@@ -186,8 +190,8 @@ class GradualZSSR(ZSSR):
         self.image = image = self._tensor(a)
         start = init if init is not None else init_weights(seed, self.cfg)
 
-        def new_net():
-            w = [x.detach().to(self.device, self.dtype).clone().requires_grad_() for x in start]
+        def new_net(src=start):
+            w = [x.detach().to(self.device, self.dtype).clone().requires_grad_() for x in src]
             return w, torch.optim.Adam(w, lr=self.cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS,
                                        foreach=False, fused=False)
 
@@ -204,12 +208,20 @@ class GradualZSSR(ZSSR):
                 weights, opt = new_net()
             st = self._train_stage(weights, opt, sources[: n + 1], bases[: n + 1], f, seed, n * self.cfg.max_iters)
             out, rms = self._final_test(weights, f, bp)
+            if rms == 0:
+                log.warning(DEAD_NET_WARNING, f"{name} (gradual stage {n + 1}, x{f[0]:g}x{f[1]:g})")
+                if self.restart_dead:
+                    log.warning("gradual ZSSR %s: stage %d trained again from a fresh network", name, n + 1)
+                    dead_its = st["iterations"]
+                    weights, opt = new_net(init_weights(seed, self.cfg))  # not ``init``: it may be what died
+                    st = self._train_stage(weights, opt, sources[: n + 1], bases[: n + 1], f, seed,
+                                           n * self.cfg.max_iters)
+                    st = st | {"iterations": st["iterations"] + dead_its, "restarted_after": dead_its}
+                    out, rms = self._final_test(weights, f, bp)
             stages.append({"stage": n} | st | {"residual_rms": rms})
             # a still takes minutes per stage on a CPU: say where the run is
             log.info("gradual ZSSR %s: stage %d/%d (x%gx%g) done, %d iterations, residual RMS %.2e, %.0fs so far",
                      name, n + 1, len(self.factors), f[0], f[1], st["iterations"], rms, time.perf_counter() - t0)
-            if rms == 0:
-                log.warning(DEAD_NET_WARNING, f"{name} (gradual stage {n + 1}, x{f[0]:g}x{f[1]:g})")
             if on_stage is not None:
                 on_stage(n, f, to_uint8(out, gray))
             sources[n + 1] = np.ascontiguousarray(out[0].cpu().numpy().transpose(1, 2, 0))

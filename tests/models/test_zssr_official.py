@@ -178,6 +178,31 @@ def test_gradual_carries_the_network_over_unless_asked_for_a_fresh_one(fresh):
     assert all(e == ((True, 0) if fresh else (False, len(start))) for e in at_entry[1:])
 
 
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_dead_network_stays_dead_through_the_stages_unless_restarted(restart, caplog):
+    """A carried network that died (here: started dead) passes its zero residual to every later stage, each
+    reported; the opt-in ``restart_dead`` trains the stage again from the seed's random network instead."""
+    import logging
+
+    from survsr.models.zssr import init_weights
+
+    cfg = ZSSRConfig(device="cpu", crop_size=16, max_iters=4, min_iters=2, run_test_every=2, width=8, depth=3,
+                     learning_rate_policy_check_every=2, learning_rate_slope_range=10, back_projection_iters=1)
+    eng = GradualZSSR(cfg, restart_dead=restart)
+    dead = init_weights(0, eng.cfg)
+    dead[-2] = torch.zeros_like(dead[-2])
+    img = (np.random.default_rng(3).random((12, 14, 3)) * 255).astype(np.uint8)
+    with caplog.at_level(logging.WARNING):
+        _, info = eng.run(img, seed=0, name="still", init=dead)
+    rms = [st["residual_rms"] for st in info["stages"]]
+    assert "still (gradual stage 1, x1x1.5): the ZSSR network is dead" in caplog.text
+    if restart:
+        assert all(r > 0 for r in rms) and info["stages"][0]["restarted_after"] == 4
+        assert info["stages"][0]["iterations"] == 8 and "stage 2, x1.5x1" not in caplog.text
+    else:
+        assert rms == [0] * 6 and info["residual_rms"] == 0 and "stage 6, x2x2): the ZSSR" in caplog.text
+
+
 def test_fresh_gradual_skips_only_stages_nothing_draws_and_gives_the_same_result():
     """With a fresh network per stage a stage matters only as a father source, and random_augment takes the
     first source of a scale: only the 1.5x1.5 stage feeds the x2 one. Skipping the rest changes no byte."""
