@@ -78,6 +78,7 @@ def run_face(job: dict) -> dict:
     weights, info = eng.train(img, job["seed"], init=init, snapshots=CURVE)
     out = to_uint8(eng.infer(weights, img), False)
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    rms = eng.last_residual_rms  # the final network's; the curve's inferences below overwrite it
     s = score_pair(face["hr"], out, scale=2)
     curve = {}
     for k, w in sorted(info.get("snapshots", {}).items()):
@@ -85,7 +86,8 @@ def run_face(job: dict) -> dict:
         curve[str(k)] = [sk["psnr_y"], sk["ssim_y"]]
     curve["stop"] = [s["psnr_y"], s["ssim_y"], info["iterations"]]
     return {"id": face["id"], "source": face["source"], "psnr_y": s["psnr_y"], "ssim_y": s["ssim_y"],
-            "iterations": info["iterations"], "cpu_s": cpu, "wall_s": wall, "curve": curve}
+            "iterations": info["iterations"], "cpu_s": cpu, "wall_s": wall, "curve": curve,
+            "residual_rms": rms}
 
 
 def run_face_gradual(job: dict) -> dict:
@@ -102,7 +104,9 @@ def run_face_gradual(job: dict) -> dict:
     return {"id": face["id"], "source": face["source"], "psnr_y": s["psnr_y"], "ssim_y": s["ssim_y"],
             "iterations": info["iterations"], "cpu_s": cpu, "wall_s": wall,
             "curve": {"stop": [s["psnr_y"], s["ssim_y"], info["iterations"]]},
-            "stages": [{k: st[k] for k in ("stage", "factor", "iterations", "lr_changes")} for st in info["stages"]]}
+            "residual_rms": info["residual_rms"],
+            "stages": [{k: st[k] for k in ("stage", "factor", "iterations", "lr_changes", "residual_rms")}
+                       for st in info["stages"]]}
 
 
 def run_set(faces, cfg, init, workers: int, seed: int, gradual: str | None = None) -> tuple[list[dict], float]:
@@ -116,7 +120,8 @@ def run_set(faces, cfg, init, workers: int, seed: int, gradual: str | None = Non
         for r in pool.imap_unordered(run_face, jobs, chunksize=1):  # progress: a line per face as it ends
             rows.append(r)
             print(f"  {len(rows):3d}/{len(jobs)} {r['id']}: PSNR-Y {r['psnr_y']:.3f}, {r['iterations']} it., "
-                  f"{r['cpu_s']:.0f} CPU-s", flush=True)
+                  f"{r['cpu_s']:.0f} CPU-s, residual RMS {r['residual_rms']:.2e}"
+                  + (" (dead network)" if r["residual_rms"] == 0 else ""), flush=True)
     return sorted(rows, key=lambda r: r["id"]), time.perf_counter() - t0
 
 
@@ -126,12 +131,15 @@ def summary(name: str, rows: list[dict], wall: float, extra_iters: int = 0, extr
     cpu = sum(r["cpu_s"] for r in rows) + extra_cpu
     m = {"name": name, "faces": len(rows), "psnr_y": float(np.mean([r["psnr_y"] for r in rows])),
          "ssim_y": float(np.mean([r["ssim_y"] for r in rows])), "iterations": iters, "cpu_s": cpu,
-         "wall_s": wall + extra_wall, "faces_per_s": len(rows) / (wall + extra_wall)}
+         "wall_s": wall + extra_wall, "faces_per_s": len(rows) / (wall + extra_wall),
+         # 0 = a dead network (output = bicubic + back-projection); see survsr.models.zssr.residual_rms
+         "dead_networks": sorted(r["id"] for r in rows if r.get("residual_rms") == 0)}
     for src in sorted({r["source"] for r in rows}):
         rs = [r for r in rows if r["source"] == src]
         m[f"psnr_y[{src}]"] = float(np.mean([r["psnr_y"] for r in rs]))
     print(f"{name:28} faces {m['faces']:3d}  PSNR-Y {m['psnr_y']:.3f}  SSIM-Y {m['ssim_y']:.4f}  iterations "
-          f"{iters:8d}  CPU-s {cpu:9.1f}  wall {m['wall_s']:8.1f}s  {m['faces_per_s']:.4f} faces/s", flush=True)
+          f"{iters:8d}  CPU-s {cpu:9.1f}  wall {m['wall_s']:8.1f}s  {m['faces_per_s']:.4f} faces/s  "
+          f"dead networks {len(m['dead_networks'])}/{len(rows)}", flush=True)
     return m
 
 
