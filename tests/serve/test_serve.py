@@ -67,7 +67,7 @@ def server(serve_app, gen_path, tmp_path_factory):
         "streams": {"allowed_prefixes": ["http://127.0.0.1:"], "out_dir": str(jobs / "streams"),
                     "num_cpus": 0.25},
     }
-    with serve_app(args, "survsr-test", TOKEN, up_within_s=60) as (client, base):
+    with serve_app(args, "survsr-test", TOKEN) as (client, base):
         yield {"base": base, "client": client, "jobs": jobs}
 
 
