@@ -96,9 +96,9 @@ def serve_app(ray_session):
     import socket
     import time
 
-    @contextlib.contextmanager
     # up_within_s: a deadline, not a speed goal. On a 2-core box with two CPU-bound jobs beside the suite, Serve's
     # proxy failed its 5-15 s readiness checks and was restarted twice; it came up after ~95 s (2026-12-05).
+    @contextlib.contextmanager
     def run(args: dict, name: str, token: str, *, up_within_s: float = 240.0, client_timeout_s: float = 60.0):
         import httpx
         from ray import serve
