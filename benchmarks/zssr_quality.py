@@ -27,7 +27,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from survsr.models.zssr import ZSSR  # noqa: E402
+from survsr.models.zssr import ZSSR, is_dead  # noqa: E402
 from survsr.models.zssr_gradual import GradualZSSR  # noqa: E402
 from survsr.pipelines.quality import score_pair  # noqa: E402
 from survsr.pipelines.zssr_pool import load_config  # noqa: E402
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 for st in row["stages"]:
                     print(f"  stage {st['factor']}: {st['iterations']} it., PSNR-Y {st['psnr_y']:.2f} "
                           f"(bicubic {st['psnr_y_bicubic']:.2f}), residual RMS {st['residual_rms']:.2e}"
-                          + (" (dead network)" if st["residual_rms"] == 0 else ""), flush=True)
+                          + (" (dead network)" if is_dead(st["residual_rms"]) else ""), flush=True)
             rows.append(row)
             dump(rows, {})  # an interrupted hour-long run keeps its finished images
             print(f"{set_name:6} {path.stem:12} {hr.shape[1]:>4}x{hr.shape[0]:<4} {row['psnr_bicubic']:9.2f} "

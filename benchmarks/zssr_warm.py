@@ -110,6 +110,7 @@ def run_face_gradual(job: dict) -> dict:
 
 
 def run_set(faces, cfg, init, workers: int, seed: int, gradual: str | None = None) -> tuple[list[dict], float]:
+    from survsr.models.zssr import is_dead
     from survsr.pipelines.eval_faces import stable_seed
 
     jobs = [{"cfg": cfg, "face": f, "init": init, "seed": stable_seed(seed, f["id"]), "gradual": gradual}
@@ -121,19 +122,21 @@ def run_set(faces, cfg, init, workers: int, seed: int, gradual: str | None = Non
             rows.append(r)
             print(f"  {len(rows):3d}/{len(jobs)} {r['id']}: PSNR-Y {r['psnr_y']:.3f}, {r['iterations']} it., "
                   f"{r['cpu_s']:.0f} CPU-s, residual RMS {r['residual_rms']:.2e}"
-                  + (" (dead network)" if r["residual_rms"] == 0 else ""), flush=True)
+                  + (" (dead network)" if is_dead(r["residual_rms"]) else ""), flush=True)
     return sorted(rows, key=lambda r: r["id"]), time.perf_counter() - t0
 
 
 def summary(name: str, rows: list[dict], wall: float, extra_iters: int = 0, extra_cpu: float = 0.0,
             extra_wall: float = 0.0) -> dict:
+    from survsr.models.zssr import is_dead
+
     iters = sum(r["iterations"] for r in rows) + extra_iters
     cpu = sum(r["cpu_s"] for r in rows) + extra_cpu
     m = {"name": name, "faces": len(rows), "psnr_y": float(np.mean([r["psnr_y"] for r in rows])),
          "ssim_y": float(np.mean([r["ssim_y"] for r in rows])), "iterations": iters, "cpu_s": cpu,
          "wall_s": wall + extra_wall, "faces_per_s": len(rows) / (wall + extra_wall),
-         # 0 = a dead network (output = bicubic + back-projection); see survsr.models.zssr.residual_rms
-         "dead_networks": sorted(r["id"] for r in rows if r.get("residual_rms") == 0)}
+         # 0 or below DEAD_RMS = a dead network (output = bicubic + back-projection); see survsr.models.zssr.residual_rms
+         "dead_networks": sorted(r["id"] for r in rows if is_dead(r.get("residual_rms", float("nan"))))}
     for src in sorted({r["source"] for r in rows}):
         rs = [r for r in rows if r["source"] == src]
         m[f"psnr_y[{src}]"] = float(np.mean([r["psnr_y"] for r in rs]))

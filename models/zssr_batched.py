@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from survsr.models.zssr import (
     ADAM_BETAS, ADAM_EPS, DEAD_NET_WARNING, FatherSource, LRState, ZSSRConfig, aug_draws, autocast, check_image,
-    decode_draws, dihedral, downscale, finish_ensemble, init_weights_t, layer_shapes, load_kernel, lr_policy,
+    decode_draws, dihedral, downscale, finish_ensemble, init_weights_t, is_dead, layer_shapes, load_kernel, lr_policy,
     n_transforms, out_size, pick_device, pick_precision, resize, residual_rms, smallest_father, son_size, to_uint8,
     undo_dihedral,
 )
@@ -371,7 +371,7 @@ class BatchedZSSR:
                             "final_rec_mse": f.lr.errors[-1] if f.lr.errors else float("nan"),
                             "lr_changes": list(f.lr.changes), "seconds": time.perf_counter() - f.t0,
                             "device": str(self.device), "residual_rms": rms}
-                    if rms == 0:
+                    if is_dead(rms):
                         log.warning(DEAD_NET_WARNING, f.key)
                     self.faces[i] = None
                     yield f.key, to_uint8(res, f.gray), info

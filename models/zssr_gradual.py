@@ -42,7 +42,7 @@ import torch
 from survsr.models.zssr import (
     ADAM_BETAS, ADAM_EPS, DEAD_NET_WARNING, STREAM_NOISE, ZSSR, LRState, ZSSRConfig, affine_draws, aug_draws, autocast,
     back_project, check_image, dihedral, init_weights, l1_step, lr_policy, median8, net_forward, noise_tensor,
-    official_mode, official_transform, residual_rms, resize, to_uint8, undo_dihedral, warp_father,
+    is_dead, official_mode, official_transform, residual_rms, resize, to_uint8, undo_dihedral, warp_father,
 )
 
 GRADUAL_X2 = ((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.5, 2.0), (2.0, 1.5), (2.0, 2.0))
@@ -73,9 +73,10 @@ class GradualZSSR(ZSSR):
         ``random_augment`` takes the *first* source of a scale, so with ``GRADUAL_X2`` only the 1.5x1.5 stage
         feeds the last one; stages that no needed stage can draw (over all its ``max_iters`` draws) are not run.
         The result is bit-identical (a test checks it) at about a third of the compute.
-        ``restart_dead`` (opt-in, not in the official code): a stage whose network died (residual RMS 0, see
-        ``survsr.models.zssr.residual_rms``) is trained again from the seed's random network and new Adam
-        moments, which later stages then carry over; its iterations count in the total."""
+        ``restart_dead`` (opt-in, not in the official code): a stage whose network died (residual RMS 0 or
+        below ``DEAD_RMS``, see ``survsr.models.zssr.residual_rms``) is trained again from the seed's random
+        network (seed + 1's where the stage had begun from the seed's) and new Adam moments, which later stages
+        then carry over; its iterations count in the total."""
         # what runs is what the config (and so every record of it) says: the official fathers and resampler
         super().__init__(dataclasses.replace(cfg, augmentation="affine", resampler="matlab"), device)
         if len(factors) != len(bp_iters):
@@ -205,19 +206,24 @@ class GradualZSSR(ZSSR):
         for n, (f, bp) in enumerate(zip(self.factors, self.bp_iters)):
             if n not in run:
                 continue
+            from_seed_net = (weights is None or self.fresh_net_per_stage) and init is None
             if weights is None or self.fresh_net_per_stage:
                 weights, opt = new_net()
             st = self._train_stage(weights, opt, sources[: n + 1], bases[: n + 1], f, seed, n * self.cfg.max_iters)
             out, rms = self._final_test(weights, f, bp)
-            if rms == 0:
+            if is_dead(rms):
                 log.warning(DEAD_NET_WARNING, f"{name} (gradual stage {n + 1}, x{f[0]:g}x{f[1]:g})")
                 if self.restart_dead:
                     log.warning("gradual ZSSR %s: stage %d trained again from a fresh network", name, n + 1)
                     dead_its = st["iterations"]
-                    weights, opt = new_net(init_weights(seed, self.cfg))  # not ``init``: it may be what died
+                    # not ``init``: it may be what died. Nor the seed's network where the stage began from it:
+                    # the same weights and draws replay the same death (Set14 ppt3, seed 0, died in stage 1)
+                    restart_seed = seed + 1 if from_seed_net else seed
+                    weights, opt = new_net(init_weights(restart_seed, self.cfg))
                     st = self._train_stage(weights, opt, sources[: n + 1], bases[: n + 1], f, seed,
                                            n * self.cfg.max_iters)
-                    st = st | {"iterations": st["iterations"] + dead_its, "restarted_after": dead_its}
+                    st = st | {"iterations": st["iterations"] + dead_its, "restarted_after": dead_its,
+                               "restart_seed": restart_seed}
                     out, rms = self._final_test(weights, f, bp)
             stages.append({"stage": n} | st | {"residual_rms": rms})
             # a still takes minutes per stage on a CPU: say where the run is

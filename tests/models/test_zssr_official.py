@@ -203,6 +203,41 @@ def test_a_dead_network_stays_dead_through_the_stages_unless_restarted(restart, 
         assert rms == [0] * 6 and info["residual_rms"] == 0 and "stage 6, x2x2): the ZSSR" in caplog.text
 
 
+def test_a_stage_that_died_from_the_seeds_own_network_restarts_from_another(monkeypatch, caplog):
+    """Set14 ppt3 (seed 0) died in stage 1, which began from the seed's random network. Restarting from that
+    network would replay the same death (same weights, same draws), so the restart takes seed + 1's."""
+    import logging
+
+    import survsr.models.zssr_gradual as zg
+    from survsr.models.zssr import init_weights
+
+    def dead_for_seed_0(seed, cfg):
+        w = init_weights(seed, cfg)
+        if seed == 0:
+            w[-2] = torch.zeros_like(w[-2])
+        return w
+
+    monkeypatch.setattr(zg, "init_weights", dead_for_seed_0)
+    cfg = ZSSRConfig(device="cpu", crop_size=16, max_iters=4, min_iters=2, run_test_every=2, width=8, depth=3,
+                     learning_rate_policy_check_every=2, learning_rate_slope_range=10, back_projection_iters=1)
+    img = (np.random.default_rng(3).random((12, 14, 3)) * 255).astype(np.uint8)
+    with caplog.at_level(logging.WARNING):
+        _, info = zg.GradualZSSR(cfg, restart_dead=True).run(img, seed=0, name="still")
+    first = info["stages"][0]
+    assert "still (gradual stage 1, x1x1.5): the ZSSR network is dead" in caplog.text
+    assert first["restart_seed"] == 1 and first["restarted_after"] == 4
+    assert all(st["residual_rms"] > 1e-4 for st in info["stages"]) and "stage 2, x1.5x1" not in caplog.text
+
+
+def test_a_negligible_residual_counts_as_dead():
+    """ppt3's collapsed network (seed 0, stage 1) added 3.1e-11 RMS, not 0: dead in effect. The smallest live
+    RMS seen (faces after 300 iterations) is 4e-4; NaN (older records) is unknown, not dead."""
+    from survsr.models.zssr import is_dead
+
+    assert is_dead(0.0) and is_dead(3.1e-11) and is_dead(1.25e-12)
+    assert not is_dead(4e-4) and not is_dead(5e-3) and not is_dead(float("nan"))
+
+
 def test_fresh_gradual_skips_only_stages_nothing_draws_and_gives_the_same_result():
     """With a fresh network per stage a stage matters only as a father source, and random_augment takes the
     first source of a scale: only the 1.5x1.5 stage feeds the x2 one. Skipping the rest changes no byte."""
