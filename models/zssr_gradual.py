@@ -6,7 +6,9 @@ the one-jump figures measured here and the paper's Set5/Set14 table is of that s
 with the official code itself (a minimal Python 3 / tf.compat.v1 port, same LR image), stage by stage within
 0.17 dB, against one jump's 41.6. An earlier carried run here (38.67) predates the fix of imresize's antialiasing
 quirk (below) and is void. On all of Set5 the carried setting scores 37.41, the paper's 37.37 (one jump: 37.04),
-at 5.4x the iterations. Set14 is partly run. There, foreman at seed 0 scores 1.71 dB below one jump because its
+at 5.4x the iterations. On Set14 it scores 32.82 (one jump 32.77, paper 33.00): the 13 images whose network
+lived gain 0.26 dB on average, but on ppt3 the network dies in stage 1 at every start tried (29.35 against
+one jump's 32.00). Foreman at seed 0 scores 1.71 dB below one jump because its
 network died in stage 2 (``residual_rms`` 0; opt-in ``restart_dead``). At seed 1 it scores 37.24, and the
 official code at seed 0 scores 37.38 (one jump: 36.99). With a fresh network per stage (opt-in ``fresh_net_per_stage``) Set5 scores 37.14 and
 Set14 32.85, against one jump's 37.04 / 32.77. Read from ZSSR.py/utils.py:
