@@ -135,7 +135,7 @@ def summary(name: str, rows: list[dict], wall: float, extra_iters: int = 0, extr
     m = {"name": name, "faces": len(rows), "psnr_y": float(np.mean([r["psnr_y"] for r in rows])),
          "ssim_y": float(np.mean([r["ssim_y"] for r in rows])), "iterations": iters, "cpu_s": cpu,
          "wall_s": wall + extra_wall, "faces_per_s": len(rows) / (wall + extra_wall),
-         # 0 or below DEAD_RMS = a dead network (output = bicubic + back-projection); see survsr.models.zssr.residual_rms
+         # below DEAD_RMS (0 included) = a dead network, output = bicubic + back-projection (models.zssr.is_dead)
          "dead_networks": sorted(r["id"] for r in rows if is_dead(r.get("residual_rms", float("nan"))))}
     for src in sorted({r["source"] for r in rows}):
         rs = [r for r in rows if r["source"] == src]

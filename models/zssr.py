@@ -563,9 +563,9 @@ def residual_rms(y: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 # Why a threshold and not exactly 0: Set14 ppt3 (carried gradual, seed 0) collapsed in stage 1 to a residual RMS
 # of 3e-11, not 0, and never recovered (4,900 more iterations over five stages); its output is bicubic plus
-# back-projection to 8 bits (seed 1 collapsed the same way). One 8-bit step is 3.9e-3. Live networks measured here: 1.3e-2 to
-# 4.7e-2 at the stop (Set14 stills, faces), 2.8e-3 after a first gradual stage, 4e-4 at the least on 48 faces after
-# 300 iterations. 1e-6 sits far below all of them and far above 3e-11.
+# back-projection to 8 bits (seed 1 collapsed the same way). One 8-bit step is 3.9e-3. Live networks measured
+# here: 1.3e-2 to 4.7e-2 at the stop (Set14 stills, faces), 2.8e-3 after a first gradual stage, 4e-4 at the
+# least on 48 faces after 300 iterations. 1e-6 sits far below all of them and far above 3e-11.
 DEAD_RMS = 1e-6
 
 
