@@ -208,8 +208,8 @@ class GradualZSSR(ZSSR):
         for n, (f, bp) in enumerate(zip(self.factors, self.bp_iters)):
             if n not in run:
                 continue
-            from_seed_net = (weights is None or self.fresh_net_per_stage) and init is None
-            if weights is None or self.fresh_net_per_stage:
+            new_stage_net = weights is None or self.fresh_net_per_stage
+            if new_stage_net:
                 weights, opt = new_net()
             st = self._train_stage(weights, opt, sources[: n + 1], bases[: n + 1], f, seed, n * self.cfg.max_iters)
             out, rms = self._final_test(weights, f, bp)
@@ -220,7 +220,7 @@ class GradualZSSR(ZSSR):
                     dead_its = st["iterations"]
                     # not ``init``: it may be what died. Nor the seed's network where the stage began from it:
                     # the same weights and draws replay the same death (Set14 ppt3, seed 0, died in stage 1)
-                    restart_seed = seed + 1 if from_seed_net else seed
+                    restart_seed = seed + 1 if new_stage_net and init is None else seed
                     weights, opt = new_net(init_weights(restart_seed, self.cfg))
                     st = self._train_stage(weights, opt, sources[: n + 1], bases[: n + 1], f, seed,
                                            n * self.cfg.max_iters)

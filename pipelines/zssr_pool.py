@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from survsr.models.zssr import DEAD_RMS, ZSSRConfig
+from survsr.models.zssr import ZSSRConfig, is_dead
 from survsr.models.zssr_init import WarmStartConfig
 from survsr import telemetry
 from survsr.config import ConfigError, config_hash, from_dict, load, to_dict
@@ -402,7 +402,7 @@ def run_zssr(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: ZSSR
     seconds = time.perf_counter() - t0
     ran = int((results["status"] == "done").sum()) if len(results) else 0
     devices = sorted(set(manifest["device"])) if len(manifest) else []
-    dead = sorted(manifest.loc[manifest["residual_rms"] < DEAD_RMS, "crop_id"].astype(str))
+    dead = sorted(manifest.loc[manifest["residual_rms"].map(is_dead).astype(bool), "crop_id"].astype(str))
     summary = {"faces": len(faces), "generator_faces_skipped": skipped_g, "done": len(manifest), "ran": ran, "resumed": len(done_before),
                "failed": failures, "seconds": round(seconds, 3),
                "faces_per_s": round(ran / seconds, 3) if ran and seconds > 0 else None,
