@@ -37,6 +37,10 @@ one-at-a-time engine only):
    32.77. On a 32x32 face it gained 0.44 dB at 110x the CPU time, so faces keep one jump (docs/benchmarks.md).
 4. Sons of odd-sized fathers are round(size / scale) pixels, not ceil (only this code's scaled fathers can be odd).
 5. Adam is torch's (epsilon added to sqrt(v) after bias correction; TensorFlow's adds it before).
+   The epsilon itself is the official 1e-8 (``adam_eps``). It matters where the gradients are smaller: the
+   official init starts the residual near 1e-5, and on a mostly flat image L1 can drive it to ~1e-8 with
+   gradients near 1e-10, where each step shrinks to lr * g / eps and the network freezes "dead" (Set14 ppt3,
+   gradual stage 1). ``adam_eps: 1.0e-16`` (opt-in) keeps Adam's steps lr-sized there (docs/benchmarks.md).
 6. Random numbers come from a counter-based generator keyed by (seed, stream, counter), so the batched engine
    (``models/zssr_batched.py``) draws exactly the numbers this path draws for the same face and seed, whatever
    else shares the batch.
@@ -83,6 +87,7 @@ class ZSSRConfig:
     width: int = 64                         # channels of the hidden layers
     init_variance: float = 0.1              # weights ~ N(0, init_variance / (3*3*in_channels))
     learning_rate: float = 1e-3
+    adam_eps: float = ADAM_EPS              # official: TensorFlow's default 1e-8 (see adam_eps in configs/zssr.yaml)
     min_learning_rate: float = 9e-6         # official code: stop once lr has fallen to 1e-6 (< 9e-6)
     learning_rate_change_ratio: float = 1.5
     learning_rate_policy_check_every: int = 60
@@ -114,6 +119,8 @@ class ZSSRConfig:
             raise ValueError("depth must be >= 2 and width >= 1")
         if not 0 < self.min_learning_rate < self.learning_rate:
             raise ValueError("need 0 < min_learning_rate < learning_rate")
+        if not 0 < self.adam_eps < 1:
+            raise ValueError(f"adam_eps: must be in (0, 1), got {self.adam_eps}")
         if self.max_iters < 0 or self.min_iters < 0 or self.run_test_every < 1:
             # max_iters 0 = no fine-tuning: a warm-started face gets the init's own output
             raise ValueError("max_iters >= 0, min_iters >= 0, run_test_every >= 1 required")
@@ -764,7 +771,7 @@ class ZSSR:
         want = set(int(s) for s in snapshots)
         if 0 in want:
             snaps[0] = [w.detach().clone() for w in weights]
-        opt = torch.optim.Adam(weights, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS,
+        opt = torch.optim.Adam(weights, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=cfg.adam_eps,
                                foreach=False, fused=False)
         st = LRState(lr=cfg.learning_rate)
         loss_v, it = float("nan"), -1

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from survsr.models.zssr import (
-    ADAM_BETAS, ADAM_EPS, DEAD_NET_WARNING, FatherSource, LRState, ZSSRConfig, aug_draws, autocast, check_image,
+    ADAM_BETAS, DEAD_NET_WARNING, FatherSource, LRState, ZSSRConfig, aug_draws, autocast, check_image,
     decode_draws, dihedral, downscale, finish_ensemble, init_weights_t, is_dead, layer_shapes, load_kernel, lr_policy,
     n_transforms, out_size, pick_device, pick_precision, resize, residual_rms, smallest_father, son_size, to_uint8,
     undo_dihedral,
@@ -265,7 +265,7 @@ class BatchedZSSR:
                 shape = (n,) + (1,) * (w.dim() - 1)
                 m.lerp_(g, 1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(ADAM_EPS)
+                denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(self.cfg.adam_eps)
                 w.sub_(step_size.view(shape) * m / denom)
 
     # -- reconstruction error, learning-rate policy, stopping ---------------------------------------------

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from survsr.models.zssr import (
-    ADAM_BETAS, ADAM_EPS, DEAD_NET_WARNING, STREAM_NOISE, ZSSR, LRState, ZSSRConfig, affine_draws, aug_draws, autocast,
+    ADAM_BETAS, DEAD_NET_WARNING, STREAM_NOISE, ZSSR, LRState, ZSSRConfig, affine_draws, aug_draws, autocast,
     back_project, check_image, dihedral, init_weights, l1_step, lr_policy, median8, net_forward, noise_tensor,
     is_dead, official_mode, official_transform, residual_rms, resize, to_uint8, undo_dihedral, warp_father,
 )
@@ -196,7 +196,7 @@ class GradualZSSR(ZSSR):
 
         def new_net(src=start):
             w = [x.detach().to(self.device, self.dtype).clone().requires_grad_() for x in src]
-            return w, torch.optim.Adam(w, lr=self.cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS,
+            return w, torch.optim.Adam(w, lr=self.cfg.learning_rate, betas=ADAM_BETAS, eps=self.cfg.adam_eps,
                                        foreach=False, fused=False)
 
         weights = opt = None

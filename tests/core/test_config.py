@@ -42,6 +42,19 @@ def test_wrong_type_and_missing_file(tmp_path):
         config.load(Schema, tmp_path / "nope.yaml")
 
 
+def test_exponent_floats_parse_as_yaml_1_2_does(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-16`` as a string; a float key takes it, and the file form too."""
+    p = tmp_path / "c.yaml"
+    p.write_text("rate: 1e-16\n")
+    assert config.load(Schema, p).rate == 1e-16
+    assert config.load(Schema, None, ["rate=-2.5E+3"]).rate == -2500.0
+    with pytest.raises(ConfigError, match=r"rate: expected a number, got '1e-16x'"):
+        config.load(Schema, None, ["rate=1e-16x"])
+    with pytest.raises(ConfigError, match=r"inner\.method: expected a string"):
+        config.load(Schema, None, ["inner.method=[1]"])
+    assert config.load(Schema, None, ["inner.method=1e-3"]).inner.method == "1e-3"  # a str key stays a str
+
+
 def test_hash_is_stable_and_sensitive():
     a = config.load(Schema, None, ["rate=2"])
     b = config.load(Schema, None, ["rate=2.0"])

@@ -291,6 +291,26 @@ def test_a_dead_network_is_reported_by_both_engines(face_pair, caplog):
     assert info["residual_rms"] > 1e-3 and "dead" not in caplog.text
 
 
+@pytest.mark.parametrize("eps", [1e-8, 1e-16])
+def test_adam_eps_decides_whether_a_near_zero_network_trains(face_pair, eps):
+    """Set14 ppt3's gradual stage 1: the residual fell to ~1e-8 within 10 steps, its gradients to ~1e-10, far
+    below Adam's eps (1e-8, the official TensorFlow default), where each step shrinks to lr * g / eps and the
+    network freezes near zero. Here a start scaled down (0.002 per layer) puts the gradients there from step 0:
+    at 1e-8 the residual stays negligible (dead), at the opt-in 1e-16 it grows like a normal start's; the batched
+    engine follows the key."""
+    _, lr = face_pair
+    cfg = ZSSRConfig(**{**SMALL, "max_iters": 40}, width=16, depth=4, device="cpu", precision="fp64",
+                     adam_eps=eps, back_projection_iters=2)
+    tiny = [w * 0.002 for w in init_weights(0, cfg)]
+    _, info = ZSSR(cfg).run(lr, seed=0, name="face-tiny", init=tiny)
+    ((_, _, binfo),) = list(BatchedZSSR(cfg, slots=1, init=tiny).run([("face-tiny", lr, 0)]))
+    assert binfo["residual_rms"] == pytest.approx(info["residual_rms"], rel=1e-6)
+    if eps == 1e-8:
+        assert info["residual_rms"] < 1e-9
+    else:
+        assert info["residual_rms"] > 1e-3
+
+
 def test_bad_inputs_have_clear_messages():
     cfg = ZSSRConfig(max_iters=2, device="cpu", output_flip=False)
     with pytest.raises(ValueError, match="too small"):
