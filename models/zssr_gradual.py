@@ -5,13 +5,15 @@ the one-jump figures measured here and the paper's Set5/Set14 table is of that s
 "the official code run here"): with the shipped setting (network carried over) bird scores 42.21 here and 42.16
 with the official code itself (a minimal Python 3 / tf.compat.v1 port, same LR image), stage by stage within
 0.17 dB, against one jump's 41.6. An earlier carried run here (38.67) predates the fix of imresize's antialiasing
-quirk (below) and is void. On all of Set5 the carried setting scores 37.41, the paper's 37.37 (one jump: 37.04),
-at 5.4x the iterations. On Set14 it scores 32.82 (one jump 32.77, paper 33.00): the 13 images whose network
-lived gain 0.26 dB on average, but on ppt3 the network dies in stage 1 at every start tried (29.35 against
-one jump's 32.00). Foreman at seed 0 scores 1.71 dB below one jump because its
-network died in stage 2 (``residual_rms`` 0; opt-in ``restart_dead``). At seed 1 it scores 37.24, and the
-official code at seed 0 scores 37.38 (one jump: 36.99). With a fresh network per stage (opt-in ``fresh_net_per_stage``) Set5 scores 37.14 and
-Set14 32.85, against one jump's 37.04 / 32.77. Read from ZSSR.py/utils.py:
+quirk (below) and is void. On all of Set5 the carried setting scores 37.41, the paper's 37.37 (one jump: 37.04), at
+5.4x the iterations. On Set14 it scores 32.82 (one jump 32.77, paper 33.00): the 13 images whose network lived gain
+0.26 dB on average, but on ppt3 the network dies in stage 1 at every start tried (29.35 against one jump's 32.00).
+The cause is Adam's epsilon (1e-8, official): L1 on the flat slide drives the residual to ~1e-8 and its gradients
+below eps, where the steps vanish; with the opt-in ``adam_eps: 1.0e-16`` ppt3 lives (32.25) and so does foreman at
+seed 0 (37.44), see docs/benchmarks.md "2026-12-06". Foreman at seed 0 scores 1.71 dB below one jump because its
+network died in stage 2 (``residual_rms`` 0; opt-in ``restart_dead``). At seed 1 it scores 37.24, and the official
+code at seed 0 scores 37.38 (one jump: 36.99). With a fresh network per stage (opt-in ``fresh_net_per_stage``) Set5
+scores 37.14 and Set14 32.85, against one jump's 37.04 / 32.77. Read from ZSSR.py/utils.py:
 - the x2 is reached through the factors ``GRADUAL_X2`` (vertical, horizontal), each a full training run with the
   lr policy and stopping rule, followed by the self-ensemble (180-degree steps when the factor is anisotropic)
   with that stage's back-projection count (``GRADUAL_X2_BP``);
