@@ -40,7 +40,8 @@ one-at-a-time engine only):
    The epsilon itself is the official 1e-8 (``adam_eps``). It matters where the gradients are smaller: the
    official init starts the residual near 1e-5, and on a mostly flat image L1 can drive it to ~1e-8 with
    gradients near 1e-10, where each step shrinks to lr * g / eps and the network freezes "dead" (Set14 ppt3,
-   gradual stage 1). ``adam_eps: 1.0e-16`` (opt-in) keeps Adam's steps lr-sized there (docs/benchmarks.md).
+   gradual stage 1). ``adam_eps: 1.0e-16`` (opt-in) keeps Adam's steps lr-sized there, which can also push a
+   network into all-off ReLUs (coastguard, gradual stage 2): pair it with the gradual's ``restart_dead``.
 6. Random numbers come from a counter-based generator keyed by (seed, stream, counter), so the batched engine
    (``models/zssr_batched.py``) draws exactly the numbers this path draws for the same face and seed, whatever
    else shares the batch.
