@@ -12,6 +12,8 @@ Two ways to learn the init (``warm_start.method``):
 - ``reptile``: first-order meta-learning (Nichol et al. 2018): per meta step, ``faces_per_step`` faces each
   take ``inner_steps`` Adam steps from the init at the fine-tuning lr (fresh Adam state, like the fine-tuning
   itself), and the init moves ``meta_step_size`` of the way towards the mean of the adapted networks.
+Both use ZSSR's Adam settings, ``zssr.adam_eps`` included: the init starts from the same near-zero residual
+as a face's network, so the epsilon trap of a flat face (see ``survsr.models.zssr``) applies to it as well.
 
 Determinism: the faces are ordered by the SHA-256 of their pixels (the init does not depend on the order of
 the manifest), and every random choice comes from the counter-based generator of ``survsr.models.zssr``
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from survsr.models.zssr import (
-    ADAM_BETAS, ADAM_EPS, FatherSource, ZSSRConfig, aug_draws, autocast, check_image, init_weights, layer_shapes,
+    ADAM_BETAS, FatherSource, ZSSRConfig, aug_draws, autocast, check_image, init_weights, layer_shapes,
     load_kernel, pick_device, pick_precision, uniforms,
 )
 
@@ -155,7 +157,8 @@ def train_init(images: Sequence[np.ndarray], cfg: ZSSRConfig, ws: WarmStartConfi
 
 def _transfer(pool: _Pool, w0, cfg: ZSSRConfig, ws: WarmStartConfig, dev, amp) -> list[torch.Tensor]:
     weights = [w.clone().requires_grad_() for w in w0]
-    opt = torch.optim.Adam(weights, lr=ws.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=False, fused=False)
+    opt = torch.optim.Adam(weights, lr=ws.learning_rate, betas=ADAM_BETAS, eps=cfg.adam_eps, foreach=False,
+                           fused=False)
     decay_at = int(round(ws.steps * (1 - ws.final_decay)))
     b = ws.faces_per_step
     for step in range(ws.steps):
@@ -198,7 +201,7 @@ def _reptile(pool: _Pool, w0, cfg: ZSSRConfig, ws: WarmStartConfig, dev, amp) ->
                 for p, mm, vv in zip(phi, m, v):
                     mm.lerp_(p.grad, 1 - b1)
                     vv.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                    p.sub_(step_size * mm / (vv.sqrt() / bc2 + ADAM_EPS))
+                    p.sub_(step_size * mm / (vv.sqrt() / bc2 + cfg.adam_eps))
         eps = ws.meta_step_size * (1 - step / max(1, ws.steps))
         with torch.no_grad():
             theta = [t + eps * (p.mean(dim=0) - t) for t, p in zip(theta, phi)]

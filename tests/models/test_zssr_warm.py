@@ -9,10 +9,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from survsr.models import zssr_init
-from survsr.models.zssr import ZSSR, ZSSRConfig, to_uint8
+from survsr.models.zssr import ZSSR, ZSSRConfig, net_forward, to_uint8
 from survsr.models.zssr_batched import BatchedZSSR
 from survsr.models.zssr_init import WarmStartConfig, init_from_bytes, init_to_bytes, sha256_bytes, train_init
 
@@ -63,6 +64,22 @@ def test_init_sees_only_the_inputs_and_is_deterministic(faces, monkeypatch, meth
     assert _bytes(init_from_bytes(_bytes(w1), cfg)) == _bytes(w1)
     with pytest.raises(ValueError, match="does not fit"):
         init_from_bytes(_bytes(w1), dataclasses.replace(cfg, width=8))
+
+
+@pytest.mark.parametrize("method", ["transfer", "reptile"])
+def test_init_follows_zssr_adam_eps(faces, method):
+    """The init is trained with ZSSR's Adam epsilon: from a start scaled so its gradients sit far below 1e-8
+    (init_variance 4e-7: 0.002 of the official std per layer), the official eps leaves the init near zero and
+    the opt-in 1e-16 trains it, as it does a face's network (tests/models/test_zssr.py)."""
+    ws = dataclasses.replace(WS, method=method, inner_steps=2)
+    img = ZSSR(ZSSRConfig(**NET))._tensor(faces[3].astype(np.float64) / 255.0).double()
+    rms = {}
+    for eps in (1e-8, 1e-16):
+        cfg = ZSSRConfig(**NET, init_variance=4e-7, precision="fp64", adam_eps=eps)
+        init, _ = train_init(faces[:3], cfg, ws)
+        with torch.no_grad():
+            rms[eps] = float((net_forward([w.double() for w in init], img) - img).pow(2).mean().sqrt())
+    assert rms[1e-8] < 1e-9 and rms[1e-16] > 1e3 * rms[1e-8], rms
 
 
 def test_zero_iterations_reproduce_the_init_and_fine_tuning_matches_the_reference(faces):
