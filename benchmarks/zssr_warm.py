@@ -12,6 +12,7 @@ the random init (the full run's own prefix) and the warm init.
   .venv/bin/python benchmarks/zssr_warm.py --json /tmp/warm.json          # everything (CPU: about an hour)
   .venv/bin/python benchmarks/zssr_warm.py --carphone 4 --headpose 2 --skip-full --set warm_start.steps=100
   .venv/bin/python benchmarks/zssr_warm.py --only-full --gradual carried --json /tmp/g.json   # issue 17's faces rule
+  .venv/bin/python benchmarks/zssr_warm.py --only-full --full-set zssr.adam_eps=1e-16 --json /tmp/e.json
 """
 
 from __future__ import annotations
@@ -170,6 +171,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="zssr.yaml")
     ap.add_argument("--fast-config", default="zssr_fast.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override of the fast config")
+    ap.add_argument("--full-set", dest="full_overrides", action="append", default=[],
+                    help="override of the full (paper) config, e.g. zssr.adam_eps=1e-16")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -182,7 +185,7 @@ def main(argv=None) -> int:
     from survsr.pipelines.zssr_pool import load_config
 
     base = ["zssr.device=cpu", "zssr.precision=fp32"]
-    full_cfg = load_config(args.config, base).zssr
+    full_cfg = load_config(args.config, base + args.full_overrides).zssr
     fast = load_config(args.fast_config, base + args.overrides)
     faces = collect(args.carphone, args.headpose)
     print(f"{len(faces)} faces: " + ", ".join(f"{s} {sum(f['source'] == s for f in faces)}"
@@ -193,7 +196,8 @@ def main(argv=None) -> int:
     bic = [score_pair(f["hr"], bicubic_upscale(f["lr"]), scale=2) for f in faces]
     res = {"faces": len(faces), "bicubic": {"psnr_y": float(np.mean([b["psnr_y"] for b in bic])),
                                             "ssim_y": float(np.mean([b["ssim_y"] for b in bic]))},
-           "fast_config": dataclasses.asdict(fast), "overrides": args.overrides}
+           "fast_config": dataclasses.asdict(fast), "overrides": args.overrides,
+           "full_config": dataclasses.asdict(full_cfg), "full_overrides": args.full_overrides}
     print(f"{'bicubic':28} PSNR-Y {res['bicubic']['psnr_y']:.3f}  SSIM-Y {res['bicubic']['ssim_y']:.4f}", flush=True)
 
     if args.only_full:
