@@ -4,7 +4,9 @@ enlarge still images.
 ``zssr-gradual`` (x2 only) is the official code's ``X2_GRADUAL_IDEAL_CONF`` (``survsr.models.zssr_gradual``:
 six stages, the network carried over, the official fathers and resampler whatever the config says): the
 configuration the ZSSR paper's image-SR table was most likely made with, at about 5x one jump's compute
-(docs/benchmarks.md, issue 17). The face pipeline keeps one jump.
+(docs/benchmarks.md, issue 17). The face pipeline keeps one jump. ``--gradual-restart-dead`` (opt-in, not in the
+official code) retrains a gradual stage whose network died; with ``zssr.adam_eps=1e-16`` it is the pair that
+reaches the paper's Set14 figure (docs/benchmarks.md "2026-12-06 (evening)").
 
 Each output is ``DIR/<input stem>.png`` with a provenance record, listed (path, SHA-256, input and its
 SHA-256) in ``DIR/upscale.parquet`` so ``survsr verify DIR`` can check it. ZSSR and SRGAN output is model
@@ -43,13 +45,15 @@ def _srgan_outputs(generator: str | Path, images: list[np.ndarray]) -> tuple[lis
 
 def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "zssr", scale: float = 2.0,
                   cfg=None, seed: int = 0, label: bool = True, generator: str | Path | None = None,
-                  warm_start=None) -> dict:
+                  warm_start=None, restart_dead: bool = False) -> dict:
     """Upscale each file into ``out_dir/<stem>.png``; returns {"written": [...], "failed": [{path, error}]}.
     ``warm_start`` (a ``WarmStartConfig`` with ``enabled``): ZSSR first learns one init from the given images'
-    internal pairs (theirs only), then each image fine-tunes from it."""
+    internal pairs (theirs only), then each image fine-tunes from it. ``restart_dead`` (zssr-gradual only):
+    ``GradualZSSR``'s opt-in retraining of a stage whose network died."""
     from survsr.models.zssr import ZSSR, ZSSRConfig, bicubic_upscale
     from survsr.models.zssr_gradual import GradualZSSR
     import dataclasses
+    import functools
 
     gen_info: dict = {}
     if method == "srgan":
@@ -72,18 +76,22 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
             raise ValueError(f"--method zssr-gradual: x2 only (the official gradual factors), not --scale {scale:g}")
         if warm_start is not None and warm_start.enabled:
             raise ValueError("--method zssr-gradual: no warm start (a warm init is a one-jump network)")
+    elif restart_dead:
+        raise ValueError(f"--gradual-restart-dead: only with --method zssr-gradual, not --method {method}")
     cfg = dataclasses.replace(cfg or ZSSRConfig(), scale=float(scale))
     cfg.validate()
     out_dir = check_output_dir(out_dir, paths, "upscale")
     out_dir.mkdir(parents=True, exist_ok=True)
-    engine = {"zssr": ZSSR, "zssr-gradual": GradualZSSR}.get(method)
+    engine = {"zssr": ZSSR, "zssr-gradual": functools.partial(GradualZSSR, restart_dead=restart_dead)}.get(method)
     engine = engine(cfg) if engine else None
     model_output = method in ("zssr", "zssr-gradual", "srgan")
     warm = engine is not None and warm_start is not None and warm_start.enabled
     # engine.cfg: what ran (gradual forces the official fathers and resampler, and its record says so)
     chash = config_hash({"method": method, "zssr": dataclasses.asdict(engine.cfg) if engine else None, "scale": scale,
                          "generator_sha256": gen_info.get("sha256")}
-                        | ({"warm_start": dataclasses.asdict(warm_start)} if warm else {}))
+                        | ({"warm_start": dataclasses.asdict(warm_start)} if warm else {})
+                        # only when on, so the hash of every run without it is what it always was
+                        | ({"gradual_restart_dead": True} if restart_dead else {}))
     init, init_sha = (_warm_init(paths, cfg, warm_start) if warm else (None, None))
     stems: dict[str, Path] = {}
     written, failed = [], []
@@ -130,7 +138,11 @@ def upscale_files(paths: list[str | Path], out_dir: str | Path, method: str = "z
                           parents=parents, model_output=model_output,
                           stages=[stage_record(f"upscale-{method}", chash, seed=seed if engine else None,
                                                model_sha256=gen_info.get("sha256"), device=info.get("device"),
-                                               **({"warm_start_init_sha256": init_sha} if init_sha else {}))])
+                                               **({"warm_start_init_sha256": init_sha} if init_sha else {}),
+                                               # which stages died and were trained again (1-based)
+                                               **({"restarted_stages": [i + 1 for i, st in enumerate(info["stages"])
+                                                                        if "restarted_after" in st]}
+                                                  if restart_dead else {}))])
         text = {PROVENANCE_KEY: prov}
         if model_output:  # model output: the label (if on) and, always, metadata that says so
             from survsr.marking import MarkingConfig, mark_document, mark_image, model_output_text
@@ -195,6 +207,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=float, default=2.0)
     parser.add_argument("--out", required=True, help="output directory (outputs keep the input file stem)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gradual-restart-dead", action="store_true",
+                        help="--method zssr-gradual: retrain a stage whose network died (opt-in, not in the official "
+                             "code; with zssr.adam_eps=1e-16 it reaches the paper's Set14 figure)")
     parser.add_argument("--no-label", action="store_true",
                         help="no visible AI-ENHANCED band (added below ZSSR/SRGAN output; metadata marks it anyway)")
     add_config_args(parser, "zssr.yaml")
@@ -210,7 +225,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--method srgan needs --generator G.safetensors")
     try:
         res = upscale_files(args.images, args.out, args.method, args.scale, cfg.zssr, args.seed,
-                            label=not args.no_label, generator=args.generator, warm_start=cfg.warm_start)
+                            label=not args.no_label, generator=args.generator, warm_start=cfg.warm_start,
+                            restart_dead=args.gradual_restart_dead)
     except OutputOverlapError:  # a usage error: exit 2 (survsr.stage.run_command), nothing written
         raise
     except ValueError as exc:  # the generator itself is unusable: nothing to do for any image

@@ -300,6 +300,49 @@ def test_upscale_cli_runs_gradual_zssr_records_it_and_refuses_what_it_cannot_do(
     assert "x2 only" in text and "--scale 3" in text and "no warm start" in text
 
 
+def test_upscale_cli_gradual_restart_dead_retrains_a_dead_stage_and_records_it(tmp_path, monkeypatch, capsys):
+    """``--gradual-restart-dead`` reaches ``GradualZSSR``: a network that dies (here: every seed-0 network starts
+    dead) is trained again, the output's record lists the restarted stage, and the flag is in the config hash
+    (a run without it keeps the hash it always had). Any other method refuses the flag."""
+    import json
+
+    import pandas as pd
+    from PIL import Image
+
+    import survsr.models.zssr_gradual as zg
+    from survsr.cli import main
+    from survsr.models.zssr import init_weights
+    from survsr.provenance import PROVENANCE_KEY, read_png_text
+
+    def dead_for_seed_0(seed, cfg):
+        w = init_weights(seed, cfg)
+        if seed == 0:
+            w[-2] = torch.zeros_like(w[-2])
+        return w
+
+    monkeypatch.setattr(zg, "init_weights", dead_for_seed_0)
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray((np.random.default_rng(4).random((14, 12, 3)) * 255).astype(np.uint8)).save(src / "cam.png")
+    small = ["zssr.max_iters=3", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.width=8", "zssr.depth=3",
+             "zssr.crop_size=16", "zssr.learning_rate_policy_check_every=2", "zssr.learning_rate_slope_range=10",
+             "zssr.back_projection_iters=1", "zssr.device=cpu", "--method", "zssr-gradual", "--no-label"]
+    runs = {}
+    for name, flag in (("plain", []), ("restart", ["--gradual-restart-dead"])):
+        assert main(["upscale", str(src / "cam.png"), *small, *flag, "--out", str(tmp_path / name)]) == 0
+        stage = json.loads(read_png_text(tmp_path / name / "cam.png")[PROVENANCE_KEY])["stages"][-1]
+        runs[name] = (pd.read_parquet(tmp_path / name / "upscale.parquet").iloc[0]["config_hash"], stage,
+                      np.asarray(Image.open(tmp_path / name / "cam.png")).astype(float))
+    assert runs["plain"][0] != runs["restart"][0]
+    assert "restarted_stages" not in runs["plain"][1] and runs["restart"][1]["restarted_stages"] == [1]
+    assert runs["plain"][2].shape == runs["restart"][2].shape == (28, 24, 3)
+    assert not np.array_equal(runs["plain"][2], runs["restart"][2])  # the retrained network adds a residual
+    capsys.readouterr()
+    assert main(["upscale", str(src / "cam.png"), "--method", "bicubic", "--gradual-restart-dead",
+                 "--out", str(tmp_path / "bic")]) == 1
+    assert "--gradual-restart-dead: only with --method zssr-gradual, not --method bicubic" in capsys.readouterr().out
+
+
 def test_size_weighted_father_sampling():
     """``father_sampling: size`` draws a scaled father's scale with density ~ s^2 on [min_scale, max_scale];
     ``uniform`` (the official code) is unchanged. Same uniforms, so a draw only moves to a larger father."""
