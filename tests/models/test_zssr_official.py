@@ -203,11 +203,9 @@ def test_a_dead_network_stays_dead_through_the_stages_unless_restarted(restart, 
         assert rms == [0] * 6 and info["residual_rms"] == 0 and "stage 6, x2x2): the ZSSR" in caplog.text
 
 
-def test_a_stage_that_died_from_the_seeds_own_network_restarts_from_another(monkeypatch, caplog):
-    """Set14 ppt3 (seed 0) died in stage 1, which began from the seed's random network. Restarting from that
-    network would replay the same death (same weights, same draws), so the restart takes seed + 1's."""
-    import logging
-
+@pytest.fixture
+def seed_0_starts_dead(monkeypatch):
+    """Every network drawn from seed 0 starts dead (last hidden layer's weights zero), other seeds' live."""
     import survsr.models.zssr_gradual as zg
     from survsr.models.zssr import init_weights
 
@@ -218,6 +216,15 @@ def test_a_stage_that_died_from_the_seeds_own_network_restarts_from_another(monk
         return w
 
     monkeypatch.setattr(zg, "init_weights", dead_for_seed_0)
+
+
+def test_a_stage_that_died_from_the_seeds_own_network_restarts_from_another(seed_0_starts_dead, caplog):
+    """Set14 ppt3 (seed 0) died in stage 1, which began from the seed's random network. Restarting from that
+    network would replay the same death (same weights, same draws), so the restart takes seed + 1's."""
+    import logging
+
+    import survsr.models.zssr_gradual as zg
+
     cfg = ZSSRConfig(device="cpu", crop_size=16, max_iters=4, min_iters=2, run_test_every=2, width=8, depth=3,
                      learning_rate_policy_check_every=2, learning_rate_slope_range=10, back_projection_iters=1)
     img = (np.random.default_rng(3).random((12, 14, 3)) * 255).astype(np.uint8)
@@ -300,7 +307,8 @@ def test_upscale_cli_runs_gradual_zssr_records_it_and_refuses_what_it_cannot_do(
     assert "x2 only" in text and "--scale 3" in text and "no warm start" in text
 
 
-def test_upscale_cli_gradual_restart_dead_retrains_a_dead_stage_and_records_it(tmp_path, monkeypatch, capsys):
+def test_upscale_cli_gradual_restart_dead_retrains_a_dead_stage_and_records_it(tmp_path, seed_0_starts_dead,
+                                                                                 capsys):
     """``--gradual-restart-dead`` reaches ``GradualZSSR``: a network that dies (here: every seed-0 network starts
     dead) is trained again, the output's record lists the restarted stage, and the flag is in the config hash
     (a run without it keeps the hash it always had). Any other method refuses the flag."""
@@ -309,18 +317,9 @@ def test_upscale_cli_gradual_restart_dead_retrains_a_dead_stage_and_records_it(t
     import pandas as pd
     from PIL import Image
 
-    import survsr.models.zssr_gradual as zg
     from survsr.cli import main
-    from survsr.models.zssr import init_weights
     from survsr.provenance import PROVENANCE_KEY, read_png_text
 
-    def dead_for_seed_0(seed, cfg):
-        w = init_weights(seed, cfg)
-        if seed == 0:
-            w[-2] = torch.zeros_like(w[-2])
-        return w
-
-    monkeypatch.setattr(zg, "init_weights", dead_for_seed_0)
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray((np.random.default_rng(4).random((14, 12, 3)) * 255).astype(np.uint8)).save(src / "cam.png")
