@@ -12,8 +12,8 @@ The cause is Adam's epsilon (1e-8, official): L1 on the flat slide drives the re
 below eps, where the steps vanish; with the opt-in ``adam_eps: 1.0e-16`` ppt3 lives (32.25) and so does foreman at
 seed 0 (37.44), but coastguard's stage 2 then dies for real (RMS 0) unless ``restart_dead`` (30.58; 30.60 at
 1e-8), see docs/benchmarks.md "2026-12-06". With that pair (``adam_eps: 1.0e-16`` + ``restart_dead``) all
-14 Set14 images score 33.03 (the paper: 33.00); on the 12 whose network lived at 1e-8 it moves them -0.07 to +0.05
-(mean -0.02). Foreman at seed 0 (eps 1e-8) scores 1.71 dB below one jump because its
+14 Set14 images score 33.03 (the paper: 33.00) and all of Set5 37.38 (the paper: 37.37); on the 17 images whose
+network lived at 1e-8 it moves them -0.07 to +0.05 (14 down). Foreman at seed 0 (eps 1e-8) scores 1.71 dB below one jump because its
 network died in stage 2 (``residual_rms`` 0; opt-in ``restart_dead``). At seed 1 it scores 37.24, and the official
 code at seed 0 scores 37.38 (one jump: 36.99). With a fresh network per stage (opt-in ``fresh_net_per_stage``) Set5
 scores 37.14 and Set14 32.85, against one jump's 37.04 / 32.77. Read from ZSSR.py/utils.py:
