@@ -6,7 +6,7 @@ six stages, the network carried over, the official fathers and resampler whateve
 configuration the ZSSR paper's image-SR table was most likely made with, at about 5x one jump's compute
 (docs/benchmarks.md, issue 17). The face pipeline keeps one jump. ``--gradual-restart-dead`` (opt-in, not in the
 official code) retrains a gradual stage whose network died; with ``zssr.adam_eps=1e-16`` it is the pair that
-reaches the paper's Set14 figure (docs/benchmarks.md "2026-12-06 (evening)").
+reaches the paper's Set5 and Set14 figures (docs/benchmarks.md "2026-12-06 (last)").
 
 Each output is ``DIR/<input stem>.png`` with a provenance record, listed (path, SHA-256, input and its
 SHA-256) in ``DIR/upscale.parquet`` so ``survsr verify DIR`` can check it. ZSSR and SRGAN output is model
@@ -209,7 +209,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gradual-restart-dead", action="store_true",
                         help="--method zssr-gradual: retrain a stage whose network died (opt-in, not in the official "
-                             "code; with zssr.adam_eps=1e-16 it reaches the paper's Set14 figure)")
+                             "code; with zssr.adam_eps=1e-16 it reaches the paper's Set5/Set14 figures)")
     parser.add_argument("--no-label", action="store_true",
                         help="no visible AI-ENHANCED band (added below ZSSR/SRGAN output; metadata marks it anyway)")
     add_config_args(parser, "zssr.yaml")

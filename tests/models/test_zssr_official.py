@@ -262,6 +262,12 @@ def test_fresh_gradual_skips_only_stages_nothing_draws_and_gives_the_same_result
     assert info_lazy["iterations"] < info_full["iterations"]
 
 
+# a few iterations of a tiny network: the CLI tests check plumbing and records, not quality
+TINY_ZSSR = ["zssr.max_iters=3", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.width=8", "zssr.depth=3",
+             "zssr.crop_size=16", "zssr.learning_rate_policy_check_every=2", "zssr.learning_rate_slope_range=10",
+             "zssr.back_projection_iters=1", "zssr.device=cpu"]
+
+
 def test_upscale_cli_runs_gradual_zssr_records_it_and_refuses_what_it_cannot_do(tmp_path, capsys):
     """``survsr upscale --method zssr-gradual``: the official gradual x2 on a still, marked, traceable (its
     config hash is that of what ran: the official fathers and resampler), x2 only, no warm start."""
@@ -277,9 +283,7 @@ def test_upscale_cli_runs_gradual_zssr_records_it_and_refuses_what_it_cannot_do(
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray((np.random.default_rng(4).random((14, 12, 3)) * 255).astype(np.uint8)).save(src / "cam.png")
-    small = ["zssr.max_iters=3", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.width=8", "zssr.depth=3",
-             "zssr.crop_size=16", "zssr.learning_rate_policy_check_every=2", "zssr.learning_rate_slope_range=10",
-             "zssr.back_projection_iters=1", "zssr.device=cpu"]
+    small = TINY_ZSSR
     out = tmp_path / "out"
     assert main(["upscale", str(src / "cam.png"), *small, "--method", "zssr-gradual", "--out", str(out)]) == 0
     img = np.asarray(Image.open(out / "cam.png"))
@@ -311,7 +315,7 @@ def test_upscale_cli_gradual_restart_dead_retrains_a_dead_stage_and_records_it(t
                                                                                  capsys):
     """``--gradual-restart-dead`` reaches ``GradualZSSR``: a network that dies (here: every seed-0 network starts
     dead) is trained again, the output's record lists the restarted stage, and the flag is in the config hash
-    (a run without it keeps the hash it always had). Any other method refuses the flag."""
+    (the test above pins the hash without it). Any other method refuses the flag before writing anything."""
     import json
 
     import pandas as pd
@@ -323,9 +327,7 @@ def test_upscale_cli_gradual_restart_dead_retrains_a_dead_stage_and_records_it(t
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray((np.random.default_rng(4).random((14, 12, 3)) * 255).astype(np.uint8)).save(src / "cam.png")
-    small = ["zssr.max_iters=3", "zssr.min_iters=2", "zssr.run_test_every=2", "zssr.width=8", "zssr.depth=3",
-             "zssr.crop_size=16", "zssr.learning_rate_policy_check_every=2", "zssr.learning_rate_slope_range=10",
-             "zssr.back_projection_iters=1", "zssr.device=cpu", "--method", "zssr-gradual", "--no-label"]
+    small = [*TINY_ZSSR, "--method", "zssr-gradual", "--no-label"]
     runs = {}
     for name, flag in (("plain", []), ("restart", ["--gradual-restart-dead"])):
         assert main(["upscale", str(src / "cam.png"), *small, *flag, "--out", str(tmp_path / name)]) == 0
@@ -340,6 +342,7 @@ def test_upscale_cli_gradual_restart_dead_retrains_a_dead_stage_and_records_it(t
     assert main(["upscale", str(src / "cam.png"), "--method", "bicubic", "--gradual-restart-dead",
                  "--out", str(tmp_path / "bic")]) == 1
     assert "--gradual-restart-dead: only with --method zssr-gradual, not --method bicubic" in capsys.readouterr().out
+    assert not (tmp_path / "bic").exists()
 
 
 def test_size_weighted_father_sampling():
